@@ -27,6 +27,7 @@ MODEL_COMMENT = "gpt2sql model"
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
 ROWS_PER_BATCH = 4096
+CHUNK_LIMIT = 256
 
 
 class LoadError(RuntimeError):
@@ -117,7 +118,7 @@ class LoadResult:
 
 
 def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = None, *,
-                    replace: bool = False, progress: bool = True) -> LoadResult:
+                    replace: bool = False, progress: bool = True, chunk_limit: int | None = None) -> LoadResult:
     """Load SOURCE (folder or hub id) as model NAME. Atomic; raises CheckpointError/LoadError."""
     t0 = time.perf_counter()
     name = check_model_name(name or default_model_name(source))
@@ -147,16 +148,19 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
             cur.execute(sql.SQL("SET LOCAL search_path = {}, pg_catalog, pg_temp").format(sql.Identifier(staging)))
             files = sql_files()
             run_sql_file(cur, *files[0])  # 00_tables.sql
-            width = chunk_width(cfg.n_embd)
+            width = chunk_width(cfg.n_embd, chunk_limit or CHUNK_LIMIT)
             cur.execute(
                 "INSERT INTO config (n_layer, n_head, n_embd, n_positions, vocab_size, layer_norm_epsilon,"
                 " chunk, n_params, source, gpt2sql_version) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size, cfg.layer_norm_epsilon,
                  width, total, str(source), __version__))
-            run_sql_file(cur, *files[1])  # 01_matrices.sql
+            _copy_tensor_catalog(cur, cfg)
+            run_sql_file(cur, *files[1])  # 01_matrices.sql: one partition per tensor of the catalog
             _copy_tokenizer(cur, vocab, merges)
             _copy_weights(cur, ckpt, width, bar)
-            cur.execute("ANALYZE")  # inside the transaction: statistics for the planner from the start
+            # statistics for the planner from the start; the weight columns need none
+            cur.execute("ANALYZE config, vocab, merges, byte_symbols, char_classes, tensors, vectors")
+            cur.execute("ANALYZE matrices (name, row, chunk)")
             if exists:
                 cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
                 cur.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
@@ -179,7 +183,10 @@ def _vacuum(conn: psycopg.Connection, name: str) -> None:
     prev = conn.autocommit
     conn.autocommit = True
     try:
-        for table in ("matrices", "vectors", "vocab", "merges"):
+        tables = conn.execute(
+            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'",
+            (name,)).fetchall()
+        for (table,) in tables:
             conn.execute(sql.SQL("VACUUM {}.{}").format(sql.Identifier(name), sql.Identifier(table)))
     finally:
         conn.autocommit = prev
@@ -200,23 +207,27 @@ def _copy_tokenizer(cur: psycopg.Cursor, vocab, merges) -> None:
             cp.write_row(row)
 
 
-def _copy_weights(cur: psycopg.Cursor, ckpt: Checkpoint, width: int, bar) -> None:
-    cfg: GPT2Config = ckpt.config
+def _copy_tensor_catalog(cur: psycopg.Cursor, cfg: GPT2Config) -> None:
     with cur.copy("COPY tensors (name, layer, shape, stored) FROM STDIN") as cp:
         for tname, shape in cfg.expected_shapes().items():
             layer = int(tname.split(".")[1]) if tname.startswith("h.") else None
             cp.write_row((tname, layer, list(shape), "vectors" if len(shape) == 1 else "matrices"))
+
+
+def _copy_weights(cur: psycopg.Cursor, ckpt: Checkpoint, width: int, bar) -> None:
+    cfg: GPT2Config = ckpt.config
     with cur.copy("COPY vectors (name, value) FROM STDIN") as vcp:
         for tname, shape in cfg.expected_shapes().items():
             if len(shape) == 1:
                 arr = ckpt.tensor(tname)
                 vcp.write_row((tname, arr.tolist()))
                 bar.update(arr.size)
-    with cur.copy("COPY matrices FROM STDIN (FORMAT BINARY)") as cp:
-        cp.write(COPY_HEADER)
-        for tname, shape in cfg.expected_shapes().items():
-            if len(shape) != 2:
-                continue
+    partitions = dict(cur.execute("SELECT name, partition FROM tensors WHERE stored = 'matrices'").fetchall())
+    for tname, shape in cfg.expected_shapes().items():
+        if len(shape) != 2:
+            continue
+        with cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(partitions[tname]))) as cp:
+            cp.write(COPY_HEADER)
             arr = ckpt.tensor(tname)
             # wte/wpe are [row, embd] already; Conv1D weights are [in, out] -> [out, in]
             by_row = arr if tname in ("wte.weight", "wpe.weight") else np.ascontiguousarray(arr.T)
@@ -226,7 +237,7 @@ def _copy_weights(cur: psycopg.Cursor, ckpt: Checkpoint, width: int, bar) -> Non
                 stop = min(n, start + ROWS_PER_BATCH)
                 cp.write(batch(start, stop))
                 bar.update((stop - start) * width)
-        cp.write(COPY_TRAILER)
+            cp.write(COPY_TRAILER)
 
 
 class _NoBar:

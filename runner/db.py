@@ -50,9 +50,40 @@ def _embedded_server():
             raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
 
 
+# Settings for the embedded server, applied once with ALTER SYSTEM (then a restart):
+#   shared_buffers: GPT-2 124M is ~0.5 GB of weights; keep them in PostgreSQL's own cache
+#   max_locks_per_transaction: a load (or replace) creates and drops hundreds of objects in one transaction
+#   max_parallel_workers_per_gather: the matrix products use both cores of a 2-core machine
+EMBEDDED_SETTINGS = {
+    "shared_buffers": "1GB",
+    "max_locks_per_transaction": "512",
+    "max_parallel_workers_per_gather": "2",
+}
+
+
+def _configure(server) -> None:
+    """Apply EMBEDDED_SETTINGS to the embedded server once, restarting it if they changed."""
+    names = list(EMBEDDED_SETTINGS)
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        written = dict(conn.execute(
+            "SELECT name, setting FROM pg_file_settings"
+            " WHERE sourcefile LIKE '%%postgresql.auto.conf' AND name = ANY(%s)", (names,)).fetchall())
+        pending = conn.execute(
+            "SELECT coalesce(bool_or(pending_restart), false) FROM pg_settings WHERE name = ANY(%s)",
+            (names,)).fetchone()[0]
+        if written == EMBEDDED_SETTINGS and not pending:
+            return
+        for key, value in EMBEDDED_SETTINGS.items():
+            conn.execute(f"ALTER SYSTEM SET {key} = '{value}'")
+    server.stop()
+    server.ensure_postgres_running()
+
+
 def embedded_dsn() -> str:
-    """Start (or reuse) the embedded server and return its DSN."""
-    return _embedded_server().get_uri()
+    """Start (or reuse) the embedded server, configured for gpt2sql, and return its DSN."""
+    server = _embedded_server()
+    _configure(server)
+    return server.get_uri()
 
 
 def stop_embedded() -> bool:

@@ -50,7 +50,8 @@ CREATE TABLE tensors (
     name   text PRIMARY KEY,  -- Hugging Face name without the "transformer." prefix
     layer  int,               -- block index, NULL for wte/wpe/ln_f
     shape  int[] NOT NULL,    -- as in the checkpoint (Conv1D weights are [in, out])
-    stored text NOT NULL CHECK (stored IN ('vectors', 'matrices'))
+    stored text NOT NULL CHECK (stored IN ('vectors', 'matrices')),
+    partition text            -- for matrices: the partition of the matrices table holding it
 );
 
 -- (name) -> value[]: 1-D tensors (biases, layer-norm gains and shifts)

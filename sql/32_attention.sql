@@ -1,0 +1,73 @@
+-- 32_attention.sql: causal multi-head self-attention
+--
+--   attention(q [T][C], k [S][C], v [S][C]) -> [T][C]
+--   per head h (columns h*D+1 .. h*D+D, D = C / n_head):
+--     out_h = softmax(q_h k_h^T / sqrt(D) + causal mask) v_h
+--   The T queries are the last T of the S positions (S > T when earlier keys and values come
+--   from the KV cache), so query t sees keys s <= S - T + t.
+--   Queries, keys and values are cut into one row per (position, head) with D columns, and the
+--   dot product q_h . k_h is one generated expression per pair (q0*k0 + ... + q{D-1}*k{D-1}).
+DO $do$
+DECLARE
+    d int := (SELECT n_embd / n_head FROM config);
+    h int := (SELECT n_head FROM config);
+BEGIN
+    EXECUTE format($fn$
+CREATE FUNCTION attention(q float8[], k float8[], v float8[])
+RETURNS float8[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+SET plan_cache_mode = force_generic_plan   -- plan this long query once per session, not per call
+AS $body$
+DECLARE
+    out float8[];
+BEGIN
+    WITH qs AS MATERIALIZED (   -- (t, h) -> q0 .. q{D-1}: query of position t, head h
+        SELECT t, h, %3$s
+          FROM generate_series(1, array_length(q, 1)) AS t, generate_series(0, %2$s - 1) AS h
+    ),
+    ks AS MATERIALIZED (        -- (s, h) -> k0 .. k{D-1}: key of position s, head h
+        SELECT s, h, %4$s
+          FROM generate_series(1, array_length(k, 1)) AS s, generate_series(0, %2$s - 1) AS h
+    ),
+    vs AS MATERIALIZED (        -- (s, h) -> v0 .. v{D-1}: value of position s, head h
+        SELECT s, h, %5$s
+          FROM generate_series(1, array_length(v, 1)) AS s, generate_series(0, %2$s - 1) AS h
+    ),
+    scores AS (                 -- (t, h, s) -> q . k / sqrt(D), only for keys s at or before t (causal mask)
+        SELECT qs.t, qs.h, ks.s, (%6$s) / sqrt(%1$s) AS score
+          FROM qs
+          JOIN ks ON ks.h = qs.h AND ks.s <= array_length(k, 1) - array_length(q, 1) + qs.t
+    ),
+    exps AS (                   -- (t, h, s) -> exp(score - max score of the row): softmax numerators
+        SELECT sc.t, sc.h, sc.s, exp(sc.score - max(sc.score) OVER (PARTITION BY sc.t, sc.h)) AS e
+          FROM scores AS sc
+    ),
+    weights AS (                -- (t, h, s) -> attention weight: softmax over s
+        SELECT ex.t, ex.h, ex.s, ex.e / sum(ex.e) OVER (PARTITION BY ex.t, ex.h) AS a
+          FROM exps AS ex
+    ),
+    heads AS (                  -- (t, h) -> out0 .. out{D-1}: weighted sum of the values
+        SELECT w.t, w.h, ARRAY[%7$s] AS o
+          FROM weights AS w
+          JOIN vs ON vs.s = w.s AND vs.h = w.h
+         GROUP BY w.t, w.h
+    ),
+    merged AS (                 -- (t) -> the heads side by side: [C]
+        SELECT hd.t, array_agg(u.e ORDER BY hd.h, u.j) AS v
+          FROM heads AS hd
+         CROSS JOIN LATERAL unnest(hd.o) WITH ORDINALITY AS u(e, j)
+         GROUP BY hd.t
+    )
+    SELECT array_agg(m.v ORDER BY m.t) INTO out FROM merged AS m;
+    RETURN out;
+END
+$body$
+$fn$, d, h,
+        terms('q[t][h * ' || d || ' + %1$s + 1] AS q%1$s', d, ', '),
+        terms('k[s][h * ' || d || ' + %1$s + 1] AS k%1$s', d, ', '),
+        terms('v[s][h * ' || d || ' + %1$s + 1] AS v%1$s', d, ', '),
+        terms('qs.q%1$s * ks.k%1$s', d, ' + '),
+        terms('sum(w.a * vs.v%1$s)', d, ', '));
+END
+$do$;

@@ -1,0 +1,20 @@
+-- 33_mlp.sql: the feed-forward network, mlp(x) = gelu(x @ W_fc + b_fc) @ W_proj + b_proj
+
+-- gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), element by element
+CREATE FUNCTION gelu(x float8[])
+RETURNS float8[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT reshape(array_agg(0.5 * u.e * (1 + tanh(sqrt(2 / pi()) * (u.e + 0.044715 * u.e * u.e * u.e)))
+                             ORDER BY u.k),
+                   array_length(x, 2))
+      FROM unnest(x) WITH ORDINALITY AS u(e, k);
+END;
+
+-- [T][C] -> [T][C]
+CREATE FUNCTION mlp(x float8[], layer int)
+RETURNS float8[]
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+RETURN linear(gelu(linear(x, format('h.%s.mlp.c_fc.weight', layer), format('h.%s.mlp.c_fc.bias', layer))),  -- [T][4C]
+              format('h.%s.mlp.c_proj.weight', layer), format('h.%s.mlp.c_proj.bias', layer));               -- [T][C]

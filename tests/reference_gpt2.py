@@ -1,0 +1,78 @@
+"""An independent GPT-2 forward pass in NumPy (float64), read straight from the safetensors file.
+
+One function per formula, as in picoGPT's gpt2.py; it shares no code with gpt2sql.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+
+def load(folder: Path) -> tuple[dict, dict]:
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    raw = load_file(str(Path(folder) / "model.safetensors"))
+    params = {k.removeprefix("transformer."): v.astype(np.float64) for k, v in raw.items()}
+    return cfg, params
+
+
+def gelu(x):  # [n] -> [n], tanh approximation
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def softmax(x):  # [.., n] -> [.., n]
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def layer_norm(x, g, b, eps):  # [T, C] -> [T, C]
+    mean = np.mean(x, axis=-1, keepdims=True)
+    var = np.var(x, axis=-1, keepdims=True)
+    return g * (x - mean) / np.sqrt(var + eps) + b
+
+
+def linear(x, w, b):  # [T, in] @ [in, out] + [out] -> [T, out]
+    return x @ w + b
+
+
+def attention(q, k, v, mask):  # [Tq, D], [Tk, D], [Tk, D], [Tq, Tk] -> [Tq, D]
+    return softmax(q @ k.T / np.sqrt(q.shape[-1]) + mask) @ v
+
+
+def mha(x, p, pre, n_head):  # [T, C] -> [T, C]
+    qkv = linear(x, p[pre + "c_attn.weight"], p[pre + "c_attn.bias"])         # [T, 3C]
+    q, k, v = np.split(qkv, 3, axis=-1)                                        # 3 x [T, C]
+    heads = lambda a: np.split(a, n_head, axis=-1)                             # n_head x [T, D]
+    mask = (1 - np.tri(x.shape[0])) * -1e10                                    # [T, T]
+    out = [attention(qh, kh, vh, mask) for qh, kh, vh in zip(heads(q), heads(k), heads(v))]
+    return linear(np.hstack(out), p[pre + "c_proj.weight"], p[pre + "c_proj.bias"])  # [T, C]
+
+
+def ffn(x, p, pre):  # [T, C] -> [T, C]
+    a = gelu(linear(x, p[pre + "c_fc.weight"], p[pre + "c_fc.bias"]))          # [T, 4C]
+    return linear(a, p[pre + "c_proj.weight"], p[pre + "c_proj.bias"])         # [T, C]
+
+
+def block(x, p, i, n_head, eps):  # [T, C] -> [T, C]
+    h = f"h.{i}."
+    x = x + mha(layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps), p, h + "attn.", n_head)
+    x = x + ffn(layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps), p, h + "mlp.")
+    return x
+
+
+def forward(tokens, cfg, p):  # [T] -> [T, V] logits
+    x = p["wte.weight"][tokens] + p["wpe.weight"][range(len(tokens))]          # [T, C]
+    for i in range(cfg["n_layer"]):
+        x = block(x, p, i, cfg["n_head"], cfg["layer_norm_epsilon"])
+    x = layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], cfg["layer_norm_epsilon"])
+    return x @ p["wte.weight"].T                                               # [T, V]
+
+
+def greedy(tokens, n, cfg, p):  # [T] -> n new tokens, recomputing everything each step
+    out = list(tokens)
+    for _ in range(n):
+        out.append(int(np.argmax(forward(out, cfg, p)[-1])))
+    return out[len(tokens):]
