@@ -1,7 +1,14 @@
-"""gpt2sql: GPT-2 running inside PostgreSQL, its arithmetic done by SQL."""
+"""gpt2sql: GPT-2 running inside PostgreSQL, its arithmetic done by SQL.
+
+    import gpt2sql
+    with gpt2sql.Client() as client:
+        print(client.model("gpt2").generate("Hello, my name is"))
+"""
 
 __version__ = "0.1.0"
 
-from .db import connect, resolve_dsn  # noqa: E402
+from .client import Client, Model, ModelNotFound, Step, TokenProb  # noqa: E402
+from .db import DatabaseError, connect, resolve_dsn  # noqa: E402
 
-__all__ = ["__version__", "connect", "resolve_dsn"]
+__all__ = ["__version__", "Client", "Model", "ModelNotFound", "Step", "TokenProb", "DatabaseError",
+           "connect", "resolve_dsn"]

@@ -79,6 +79,70 @@ def cmd_drop(args) -> int:
     return 0
 
 
+def _sampling(args) -> dict:
+    return dict(max_new_tokens=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                seed=args.seed, stop=args.stop)
+
+
+def cmd_generate(args) -> int:
+    import time
+
+    from .client import Client
+
+    with Client(args.dsn) as client:
+        model = client.model(args.model)
+        start, n, finish = time.perf_counter(), 0, None
+        try:
+            for step in model.stream_steps(args.prompt, **_sampling(args)):
+                if n == 0:
+                    print(args.prompt, end="", flush=True)  # once the options have been accepted
+                print(step.piece, end="", flush=True)
+                n, finish = step.step, step.finish
+        finally:
+            seconds = time.perf_counter() - start
+            if n:
+                print()
+                why = {"length": "max tokens", "endoftext": "<|endoftext|>", "stop": "stop string",
+                       "context_full": "context full"}.get(finish or "", "interrupted")
+                print(f"[{n} tokens in {seconds:.1f} s, {n / seconds:.2f} tokens/s; stopped: {why}]", file=sys.stderr)
+    return 0
+
+
+def cmd_tokenize(args) -> int:
+    from .client import Client
+
+    with Client(args.dsn) as client:
+        print(client.model(args.model).tokenize(args.text))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Everything on a fresh machine: a random tiny GPT-2, loaded and generating (no download)."""
+    from .client import Client
+    from .db import data_home
+    from .loader.checkpoint import write_random_checkpoint
+    from .loader.load import is_model, load_checkpoint
+
+    with Client(args.dsn) as client:
+        if not is_model(client.connection, "demo"):
+            folder = write_random_checkpoint(data_home() / "checkpoints" / "tiny-random", "tiny", seed=0)
+            print(f"loading a tiny GPT-2 with random weights from {folder} as model 'demo' ...")
+            load_checkpoint(client.connection, str(folder), "demo", progress=False)
+        model = client.model("demo")
+        prompt = "The database said"
+        print(f"tokens of {prompt!r}: {model.tokenize(prompt)}")
+        print("most likely next tokens:")
+        for p in model.next_token_probs(prompt, 5):
+            print(f"  {p.rank}. {p.piece!r:>16}  p={p.probability:.6f}")
+        print("greedy continuation (random weights, so expect nonsense):")
+        print(prompt, end="", flush=True)
+        for piece in model.stream(prompt, max_new_tokens=12):
+            print(piece, end="", flush=True)
+        print()
+        print("the same from psql:  SELECT * FROM demo.generate('The database said', 12);")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2sql", description="GPT-2 running inside PostgreSQL")
     parser.add_argument("--version", action="version", version=f"gpt2sql {__version__}")
@@ -111,6 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dsn(p)
     p.set_defaults(func=cmd_load)
 
+    p = sub.add_parser("generate", help="generate text, streaming it as it comes")
+    p.add_argument("prompt")
+    p.add_argument("--model", default="gpt2", help="model name (default gpt2)")
+    p.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=float, default=None, help="in [-1, 1]; same seed, same tokens")
+    p.add_argument("--stop", default=None, help="stop when this text appears")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("tokenize", help="token ids of a text (computed in SQL)")
+    p.add_argument("text")
+    p.add_argument("--model", default="gpt2")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("demo", help="load a tiny random GPT-2 and generate from it (no download)")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("models", help="list loaded models")
     _add_dsn(p)
     p.set_defaults(func=cmd_models)
@@ -124,13 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import psycopg
+
+    from .client import ModelNotFound
     from .loader.load import LoadError
     from .loader.source import CheckpointError
 
     try:
         return args.func(args) or 0
-    except (DatabaseError, LoadError, CheckpointError, ValueError) as exc:
+    except (DatabaseError, LoadError, CheckpointError, ModelNotFound, ValueError) as exc:
         print(f"gpt2sql: error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        message = (exc.diag.message_primary or str(exc)).removeprefix("gpt2sql: ")
+        print(f"gpt2sql: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("gpt2sql: interrupted", file=sys.stderr)

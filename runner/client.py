@@ -1,0 +1,197 @@
+"""The Python client: generate, stream, tokenize and inspect a loaded model.
+
+    import gpt2sql
+    with gpt2sql.Client() as client:            # embedded server, or Client("postgresql://...")
+        model = client.model("gpt2")
+        print(model.generate("Hello, my name is", max_new_tokens=20))
+        for piece in model.stream("Once upon a time", max_new_tokens=10):
+            print(piece, end="", flush=True)
+
+All arithmetic happens in PostgreSQL; prompts and options are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import psycopg
+from psycopg import sql
+
+from .db import DatabaseError, connect, resolve_dsn
+
+
+class ModelNotFound(LookupError):
+    """No model of that name is loaded."""
+
+
+@dataclass(frozen=True)
+class TokenProb:
+    rank: int
+    token: int
+    piece: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    token: int
+    piece: str
+    finish: str | None
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_new_tokens: int = 20
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: float | None = None
+    stop: str | None = None
+
+    def params(self) -> tuple:
+        return (self.max_new_tokens, self.temperature, self.top_k, self.top_p, self.seed, self.stop)
+
+
+def _check_text(value: str, what: str = "prompt") -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be str, not {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL character, which PostgreSQL text cannot hold")
+    return value
+
+
+class Model:
+    """One loaded model (a schema). Obtain it with ``Client.model(name)``."""
+
+    def __init__(self, client: "Client", name: str):
+        self.client = client
+        self.name = name
+        self._schema = sql.Identifier(name)
+
+    def _call(self, template: str, params: Sequence = ()) -> list[tuple]:
+        query = sql.SQL(template).format(m=self._schema)
+        with self.client.connection.cursor() as cur:
+            return cur.execute(query, params).fetchall()
+
+    # -- tokenizer -------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return self._call("SELECT {m}.tokenize(%s)", (_check_text(text, "text"),))[0][0]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._call("SELECT {m}.detokenize(%s::int[])", (list(tokens),))[0][0]
+
+    # -- the model -------------------------------------------------------------------------
+    def next_token_logits(self, tokens: Sequence[int]) -> list[float]:
+        """Logits of every vocabulary entry for the position after ``tokens`` (index = token id)."""
+        rows = self._call("SELECT token, logit FROM {m}.next_token_logits(%s::int[]) ORDER BY token",
+                          (list(tokens),))
+        return [logit for _, logit in rows]
+
+    def next_token_probs(self, prompt: str, k: int = 10) -> list[TokenProb]:
+        rows = self._call("SELECT rank, token, piece, probability FROM {m}.next_token_probs(%s, %s)",
+                          (_check_text(prompt), k))
+        return [TokenProb(*r) for r in rows]
+
+    def steps(self, prompt: str, **options) -> list[Step]:
+        """Every generated token, with its piece of text and why generation stopped (last row)."""
+        opts = SamplingOptions(**options)
+        rows = self._call("SELECT step, token, piece, finish FROM {m}.generate(%s, %s, %s, %s, %s, %s, %s)",
+                          (_check_text(prompt), *opts.params()))
+        return [Step(*r) for r in rows]
+
+    def generate(self, prompt: str, **options) -> str:
+        """The continuation of ``prompt`` (without the prompt). Options: max_new_tokens=20,
+        temperature=0 (greedy), top_k, top_p, seed (in [-1, 1]: reproducible sampling), stop."""
+        return "".join(s.piece for s in self.steps(prompt, **options))
+
+    def stream(self, prompt: str, **options) -> Iterator[str]:
+        """Yield the pieces of text as PostgreSQL produces them (one per token)."""
+        for step in self.stream_steps(prompt, **options):
+            if step.piece:
+                yield step.piece
+
+    def stream_steps(self, prompt: str, **options) -> Iterator[Step]:
+        """Like ``steps`` but as they happen: the query runs on its own connection and its
+        per-token NOTICEs are forwarded here. Closing the iterator early cancels the query."""
+        opts = SamplingOptions(**options)
+        _check_text(prompt)
+        events: queue.Queue = queue.Queue()
+        conn = connect(self.client.dsn)
+
+        def on_notice(diag) -> None:
+            if (diag.message_primary or "").startswith("gpt2sql token") and diag.message_detail:
+                events.put(("step", json.loads(diag.message_detail)))
+
+        conn.add_notice_handler(on_notice)
+        query = sql.SQL("SELECT count(*) FROM {m}.generate(%s, %s, %s, %s, %s, %s, %s)").format(m=self._schema)
+
+        def run() -> None:
+            try:
+                conn.execute(query, (prompt, *opts.params()))
+                events.put(("done", None))
+            except BaseException as exc:  # delivered to the consumer below
+                events.put(("error", exc))
+
+        worker = threading.Thread(target=run, name="gpt2sql-generate", daemon=True)
+        worker.start()
+        finished = False
+        try:
+            while True:
+                kind, payload = events.get()
+                if kind == "step":
+                    yield Step(payload["step"], payload["token"], payload["piece"], payload["finish"])
+                elif kind == "error":
+                    raise payload
+                else:
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                try:
+                    conn.cancel_safe()
+                except Exception:
+                    pass
+            worker.join()
+            conn.close()
+
+
+class Client:
+    """A connection to the database holding the models.
+
+    ``Client()`` uses ``$DATABASE_URL`` or else the embedded PostgreSQL; ``Client(dsn)`` any server.
+    """
+
+    def __init__(self, dsn: str | None = None):
+        self.dsn = resolve_dsn(dsn)
+        self.connection: psycopg.Connection = connect(self.dsn)
+
+    def models(self) -> list[str]:
+        from .loader.load import list_models
+
+        return [m["name"] for m in list_models(self.connection)]
+
+    def model(self, name: str = "gpt2") -> Model:
+        from .loader.load import is_model
+
+        if not isinstance(name, str) or not is_model(self.connection, name):
+            loaded = ", ".join(self.models()) or "none"
+            raise ModelNotFound(f"no model named {name!r} is loaded (loaded: {loaded}); "
+                                f"load one with: gpt2sql load SOURCE --model {name}")
+        return Model(self, name)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["Client", "Model", "ModelNotFound", "TokenProb", "Step", "SamplingOptions", "DatabaseError"]

@@ -1,0 +1,88 @@
+-- 50_sampling.sql: from logits to the next token
+--
+--   greedy (temperature 0): argmax
+--   otherwise: p = softmax(logits / temperature), keep the top_k most likely, then the smallest
+--   set whose probability reaches top_p (nucleus), renormalise and draw with random().
+--   Ties are broken by token id, so the order (and a seeded draw) is reproducible.
+
+CREATE FUNCTION check_sampling(temperature float8, top_k int, top_p float8) RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    IF temperature IS NULL OR temperature < 0 OR temperature = 'NaN'::float8 OR temperature = 'Infinity'::float8 THEN
+        RAISE EXCEPTION 'gpt2sql: temperature must be a number >= 0 (0 = greedy), got %', temperature
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF top_k IS NOT NULL AND top_k < 1 THEN
+        RAISE EXCEPTION 'gpt2sql: top_k must be >= 1 (or NULL for no limit), got %', top_k
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF top_p IS NOT NULL AND NOT (top_p > 0 AND top_p <= 1) THEN
+        RAISE EXCEPTION 'gpt2sql: top_p must be in (0, 1] (or NULL for no limit), got %', top_p
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- (rank) -> token, probability: the distribution sampling draws from, most likely first
+CREATE FUNCTION sampling_distribution(logits float8[], temperature float8, top_k int, top_p float8)
+RETURNS TABLE (rank int, token int, probability float8)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    WITH ranked AS (            -- (rank) -> token, scaled logit: best first, top_k kept
+        SELECT (row_number() OVER (ORDER BY u.logit DESC, u.k))::int AS rank,
+               (u.k - 1)::int AS token,
+               u.logit / temperature AS z
+          FROM unnest(logits) WITH ORDINALITY AS u(logit, k)
+         ORDER BY u.logit DESC, u.k
+         LIMIT top_k
+    ),
+    exps AS (                   -- (rank) -> exp(z - max z): softmax numerators (z of rank 1 is the max)
+        SELECT r.rank, r.token, exp(r.z - first_value(r.z) OVER (ORDER BY r.rank)) AS e
+          FROM ranked AS r
+    ),
+    probs AS (                  -- (rank) -> softmax(z)
+        SELECT e.rank, e.token, e.e / sum(e.e) OVER () AS p
+          FROM exps AS e
+    ),
+    nucleus AS (                -- (rank) -> p, for the smallest prefix whose mass reaches top_p
+                                -- (a token is kept while the mass before it is below top_p)
+        SELECT p.rank, p.token, p.p
+          FROM (SELECT probs.*, coalesce(sum(probs.p) OVER (ORDER BY probs.rank ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                  FROM probs) AS p
+         WHERE top_p IS NULL OR p.before < top_p
+    )
+    SELECT n.rank, n.token, n.p / sum(n.p) OVER () FROM nucleus AS n ORDER BY n.rank;
+END;
+
+-- logits -> token id; draws with random() (seeded by the caller's setseed) unless temperature = 0
+CREATE FUNCTION sample_token(logits float8[], temperature float8, top_k int, top_p float8)
+RETURNS int
+LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    u float8;
+    chosen int;
+BEGIN
+    IF temperature = 0 THEN     -- greedy: the first of the highest logits
+        SELECT (k - 1)::int INTO chosen
+          FROM unnest(logits) WITH ORDINALITY AS x(logit, k)
+         ORDER BY logit DESC, k
+         LIMIT 1;
+        RETURN chosen;
+    END IF;
+    u := random();
+    SELECT d.token INTO chosen  -- the first token whose cumulative probability exceeds u
+      FROM (SELECT s.rank, s.token, sum(s.probability) OVER (ORDER BY s.rank) AS cum
+              FROM sampling_distribution(logits, temperature, top_k, top_p) AS s) AS d
+     WHERE d.cum > u
+     ORDER BY d.rank
+     LIMIT 1;
+    IF chosen IS NULL THEN      -- u above the last cumulative sum by rounding: the least likely kept token
+        SELECT s.token INTO chosen FROM sampling_distribution(logits, temperature, top_k, top_p) AS s
+         ORDER BY s.rank DESC LIMIT 1;
+    END IF;
+    RETURN chosen;
+END
+$$;
