@@ -44,6 +44,8 @@ SET search_path FROM CURRENT
 SET min_parallel_table_scan_size = '1MB'   -- a product over 1 MB of weights is worth two cores
 SET parallel_setup_cost = 100
 SET work_mem = '64MB'                       -- the (t, j) groups of a long prompt stay in memory
+SET jit = off                               -- JIT-compiling the generated expression on every call made
+                                            -- PostgreSQL 15 ~12x slower (README, Benchmarks)
 AS $body$
 BEGIN
     RETURN QUERY

@@ -18,6 +18,7 @@ RETURNS float8[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET plan_cache_mode = force_generic_plan   -- plan this long query once per session, not per call
+SET jit = off                              -- compiling it costs more than it saves (README, Benchmarks)
 AS $body$
 DECLARE
     out float8[];

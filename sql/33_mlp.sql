@@ -5,10 +5,12 @@ CREATE FUNCTION gelu(x float8[])
 RETURNS float8[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT reshape(array_agg(0.5 * u.e * (1 + tanh(sqrt(2 / pi()) * (u.e + 0.044715 * u.e * u.e * u.e)))
-                             ORDER BY u.k),
-                   array_length(x, 2))
-      FROM unnest(x) WITH ORDINALITY AS u(e, k);
+    SELECT array_agg(n.v ORDER BY r.t)
+      FROM row_chunks(x, array_length(x, 2)) AS r                     -- (t) -> x[t]
+     CROSS JOIN LATERAL (
+           SELECT array_agg(0.5 * u.e * (1 + tanh(sqrt(2 / pi()) * (u.e + 0.044715 * u.e * u.e * u.e)))
+                            ORDER BY u.i) AS v
+             FROM unnest(r.v) WITH ORDINALITY AS u(e, i)) AS n;
 END;
 
 -- [T][C] -> [T][C]

@@ -33,6 +33,7 @@ $$;
 CREATE FUNCTION forward(tokens int[], cache kv[], OUT logits float8[], OUT present kv[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
+SET jit = off                   -- for every stage below; see 21_linear.sql
 AS $$
 DECLARE
     n_layer int := (SELECT c.n_layer FROM config AS c);

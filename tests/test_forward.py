@@ -70,3 +70,27 @@ def test_a_full_context_is_accepted(tiny, tiny_ckpt):
     cfg, params = ref.load(tiny_ckpt)
     got = sql_logits(dsn, model, tokens)
     assert np.max(np.abs(got - ref.forward(tokens, cfg, params)[-1])) <= 1e-4
+
+
+@pytest.mark.parametrize("weight, bias, n_in", [
+    ("h.0.attn.c_attn.weight", "h.0.attn.c_attn.bias", 64),
+    ("h.1.mlp.c_proj.weight", "h.1.mlp.c_proj.bias", 256),
+    ("wte.weight", None, 64),
+])
+def test_fast_product_equals_the_plain_one(tiny, tiny_ckpt, weight, bias, n_in):
+    """linear (generated wide-row kernel) = linear_plain (sum over matrix_cells) = NumPy."""
+    from safetensors.numpy import load_file
+
+    dsn, model = tiny
+    x = np.random.default_rng(5).standard_normal((3, n_in))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        fast = np.array(conn.execute(f"SELECT {model}.linear(%s, %s, %s)", (x.tolist(), weight, bias)).fetchone()[0])
+        plain = np.array(conn.execute(f"SELECT {model}.linear_plain(%s, %s, %s)", (x.tolist(), weight, bias)).fetchone()[0])
+        cell = conn.execute(f"SELECT value FROM {model}.matrix_cells WHERE name = %s AND row = 5 AND col = 3",
+                            (weight,)).fetchone()[0]
+    t = load_file(str(tiny_ckpt / "model.safetensors"))
+    w = t[weight].astype(np.float64)
+    want = x @ (w.T if weight == "wte.weight" else w) + (t[bias] if bias else 0)
+    assert np.max(np.abs(fast - want)) < 1e-12
+    assert np.max(np.abs(plain - want)) < 1e-12
+    assert cell == (w[5, 3] if weight == "wte.weight" else w[3, 5])

@@ -1,0 +1,118 @@
+"""gpt2sql benchmark on the 124M-shaped random checkpoint.
+
+    python bench/bench.py [--dsn DSN] [--quick]
+
+Reports: load time; seconds per matrix-vector product of each GPT-2 124M shape; one full
+forward pass over 8 and 64 tokens (prefill); the work for one new position with the KV cache
+at context 16 and 256; streamed generation tokens/s; tokenizing a 1,000-word paragraph.
+Each figure is the best of a few runs (first runs plan queries and warm the caches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+import gpt2sql
+from gpt2sql.loader.checkpoint import write_random_checkpoint
+from gpt2sql.loader.load import is_model, load_checkpoint
+
+MODEL = "bench124m"
+
+
+def best_of(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def paragraph(words: int = 1000) -> str:
+    base = ("The quick brown fox jumps over the lazy dog while the database engine, patient as ever, "
+            "multiplies matrices row by row; it's 2026, and we've learned that SQL can do arithmetic "
+            "(slowly) — 3.14159 times faster than you'd think? Perhaps not. ").split()
+    return " ".join(base[i % len(base)] for i in range(words))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dsn", default=None)
+    ap.add_argument("--quick", action="store_true", help="skip the 64-token prefill")
+    args = ap.parse_args()
+    dsn = gpt2sql.resolve_dsn(args.dsn)
+    conn = psycopg.connect(dsn, autocommit=True)
+    version = conn.execute("SHOW server_version").fetchone()[0]
+    settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN "
+                                 "('jit', 'shared_buffers', 'max_parallel_workers_per_gather', 'work_mem')").fetchall())
+    print(f"# gpt2sql bench  {time.strftime('%Y-%m-%d')}  PostgreSQL {version}  "
+          f"{platform.machine()} {os.cpu_count()} cores  python {platform.python_version()}")
+    print(f"# server settings: {settings}")
+
+    if not is_model(conn, MODEL):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            ckpt = write_random_checkpoint(Path(tmp) / "124M", "124M", seed=0)
+            t_write = time.perf_counter() - t0
+            res = load_checkpoint(conn, str(ckpt), MODEL, replace=True, progress=False)
+        print(f"write 124M random checkpoint          {t_write:8.2f} s")
+        print(f"load 124M ({res.n_params:,} params)    {res.seconds:8.2f} s")
+    else:
+        print(f"(model {MODEL} already loaded; drop it to time the load)")
+
+    m = MODEL
+    conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(ARRAY[1])")  # warm up caches and plans
+
+    shapes = [("768x2304  attn.c_attn", "h.0.attn.c_attn.weight", 768),
+              ("768x768   attn.c_proj", "h.0.attn.c_proj.weight", 768),
+              ("768x3072  mlp.c_fc", "h.0.mlp.c_fc.weight", 768),
+              ("3072x768  mlp.c_proj", "h.0.mlp.c_proj.weight", 3072),
+              ("50257x768 lm head (wte)", "wte.weight", 768)]
+    for label, weight, n_in in shapes:
+        q = f"SELECT cardinality({m}.linear(array_fill(0.01::float8, ARRAY[1, {n_in}]), %s, NULL))"
+        t = best_of(lambda: conn.execute(q, (weight,)).fetchone(), 3)
+        print(f"matvec {label:28s} {t:8.3f} s")
+
+    prompts = {8: list(range(1000, 1008)), 64: [(i * 7919) % 50257 for i in range(64)]}
+    for n, toks in prompts.items():
+        if n == 64 and args.quick:
+            continue
+        t = best_of(lambda: conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(%s)", (toks,)).fetchone(),
+                    2 if n == 8 else 1)
+        print(f"forward pass, {n:2d}-token prompt (prefill)  {t:8.2f} s")
+
+    # one new position at context S: forward(ARRAY[token], cache) with a cache of S-1 positions
+    for ctx in (16, 256):
+        q = f"""SELECT cardinality(({m}.forward(ARRAY[42],
+                   (SELECT array_agg(ROW(array_fill(0.01::float8, ARRAY[{ctx - 1}, c.n_embd]),
+                                         array_fill(0.02::float8, ARRAY[{ctx - 1}, c.n_embd]))::{m}.kv)
+                      FROM {m}.config AS c, generate_series(1, c.n_layer)))).logits)"""
+        t = best_of(lambda: conn.execute(q).fetchone(), 3)
+        print(f"one new token with KV cache, context {ctx:3d} {t:8.2f} s")
+
+    with gpt2sql.Client(dsn) as client:
+        model = client.model(m)
+        prompt = "The quick brown fox jumps over the lazy dog and keeps on running"  # 13 tokens
+        stamps = []
+        for _ in model.stream_steps(prompt, max_new_tokens=6):
+            stamps.append(time.perf_counter())
+        per_token = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+        print(f"streamed generation, context ~16         {per_token:8.2f} s/token ({1 / per_token:.2f} tokens/s)")
+
+        text = paragraph(1000)
+        model.tokenize(text)
+        t = best_of(lambda: model.tokenize(text), 3)
+        print(f"tokenize 1,000 words ({len(text):,} chars)      {t:8.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
