@@ -49,8 +49,9 @@ def chunk_width(n_embd: int, limit: int = 256) -> int:
 def check_model_name(name: str) -> str:
     import re
 
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
-        raise LoadError(f"bad model name {name!r}: use lower-case letters, digits and _, starting with a letter")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,52}", name):  # 53 + len("__loading") fits PostgreSQL's 63
+        raise LoadError(f"bad model name {name!r}: use at most 53 lower-case letters, digits and _, "
+                        "starting with a letter")
     if name.startswith("pg_") or name in ("public", "information_schema"):
         raise LoadError(f"model name {name!r} is reserved by PostgreSQL")
     return name

@@ -269,4 +269,4 @@ def default_model_name(source: str) -> str:
     name = re.sub(r"[^a-z0-9_]", "_", base.lower())
     if not name[0].isalpha() and name[0] != "_":
         name = "m_" + name
-    return name[:63]
+    return name[:53]

@@ -178,3 +178,12 @@ def test_offline_hub_id_gives_clear_error(main_dsn):
     with psycopg.connect(main_dsn, autocommit=True) as conn:
         with pytest.raises(CheckpointError, match="pass a folder|local folder"):
             load_checkpoint(conn, "gpt2-nonexistent-model-xyz/none", "hub", progress=False)
+
+
+@pytest.mark.parametrize("name", ["Upper", "1abc", "a-b", "x" * 54, "pg_models", "public"])
+def test_bad_model_names_are_refused(main_dsn, tiny_ckpt, name):
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        before = schemas(conn)
+        with pytest.raises(LoadError, match="model name"):
+            load_checkpoint(conn, str(tiny_ckpt), name, progress=False)
+        assert schemas(conn) == before
