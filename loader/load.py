@@ -279,3 +279,23 @@ def drop_model(conn: psycopg.Connection, name: str) -> None:
         raise LoadError(f"schema {name!r} is not a gpt2sql model; refusing to drop it")
     with conn.transaction():
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+def grant_reader(conn: psycopg.Connection, role: str, models: list[str] | None = None) -> list[str]:
+    """Let ``role`` tokenize, generate and trace with the models (all loaded ones by default), but
+    change nothing: USAGE on each model schema, SELECT on its tables, EXECUTE on its functions.
+    Writes stay refused because the role owns nothing there and is granted no write privilege."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if not exists:
+        raise LoadError(f"no role named {role!r}; create it first (CREATE ROLE {role} LOGIN PASSWORD ...)")
+    names = models or [m["name"] for m in list_models(conn)]
+    for name in names:
+        if not is_model(conn, name):
+            raise LoadError(f"no model named {name!r} is loaded")
+    with conn.transaction():
+        for name in names:
+            for stmt in ("GRANT USAGE ON SCHEMA {s} TO {r}",
+                         "GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {r}",
+                         "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}"):
+                conn.execute(sql.SQL(stmt).format(s=sql.Identifier(name), r=sql.Identifier(role)))
+    return names

@@ -143,6 +143,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_grant_reader(args) -> int:
+    from .loader.load import grant_reader
+
+    with connect(args.dsn) as conn:
+        names = grant_reader(conn, args.role, args.model or None)
+    print(f"role {args.role} may now read and generate with: {', '.join(names) or '(no models loaded)'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2sql", description="GPT-2 running inside PostgreSQL")
     parser.add_argument("--version", action="version", version=f"gpt2sql {__version__}")
@@ -196,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="load a tiny random GPT-2 and generate from it (no download)")
     _add_dsn(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("grant-reader", help="let a role generate, tokenize and trace, but change no weights")
+    p.add_argument("role")
+    p.add_argument("--model", action="append", help="a model to grant (repeatable; default: all loaded)")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_grant_reader)
 
     p = sub.add_parser("models", help="list loaded models")
     _add_dsn(p)

@@ -62,6 +62,10 @@ def _check_text(value: str, what: str = "prompt") -> str:
         raise TypeError(f"{what} must be str, not {type(value).__name__}")
     if "\x00" in value:
         raise ValueError(f"{what} contains a NUL character, which PostgreSQL text cannot hold")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode text ({exc.reason} at position {exc.start})") from None
     return value
 
 

@@ -19,6 +19,7 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET plan_cache_mode = force_generic_plan   -- plan this long query once per session, not per call
 SET jit = off                              -- compiling it costs more than it saves (README, Benchmarks)
+SET work_mem = '64MB'                      -- keys, values and scores of a 1,024-position context stay in memory
 AS $body$
 DECLARE
     out float8[];

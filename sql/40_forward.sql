@@ -48,7 +48,7 @@ BEGIN
     FOR layer IN 0 .. n_layer - 1 LOOP
         out := block(layer, x, cache[layer + 1]);
         x := out.y;                                                              -- [T][C]
-        present := present || out.present;
+        present[layer + 1] := out.present;                                      -- in place, no copy of earlier layers
     END LOOP;
     x := layer_norm(x[t:t][:], 'ln_f');                                          -- [1][C] last position only
     logits := (linear(x, 'wte.weight', NULL))[1:1][:];                           -- [1][V]

@@ -7,6 +7,7 @@
 
 CREATE FUNCTION check_sampling(temperature float8, top_k int, top_p float8) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
 AS $$
 BEGIN
     IF temperature IS NULL OR temperature < 0 OR temperature = 'NaN'::float8 OR temperature = 'Infinity'::float8 THEN

@@ -7,6 +7,7 @@
 -- never be valid UTF-8 (and NUL, which text cannot hold) become U+FFFD.
 CREATE FUNCTION decode_utf8(bytes bytea, final boolean, OUT txt text, OUT rest bytea)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
 AS $$
 DECLARE
     n   int := length(bytes);

@@ -78,6 +78,11 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "tiny", seed=1234)
 
 
+@pytest.fixture(scope="session")
+def ckpt_124m(tmp_path_factory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "124M", "124M", seed=124)
+
+
 _loaded: set[tuple[str, str]] = set()
 
 

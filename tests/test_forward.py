@@ -32,13 +32,6 @@ def test_tiny_logits_match_numpy(tiny, tiny_ckpt, n):
     assert int(np.argmax(got)) == int(np.argmax(want))
 
 
-@pytest.fixture(scope="session")
-def ckpt_124m(tmp_path_factory):
-    from gpt2sql.loader.checkpoint import write_random_checkpoint
-
-    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "124M", "124M", seed=124)
-
-
 @pytest.mark.skipif(os.environ.get("GPT2SQL_TEST_124M", "1") == "0",
                     reason="GPT2SQL_TEST_124M=0 set: the 124M-shaped parity test was deselected on purpose")
 @pytest.mark.parametrize("n", sorted(PROMPTS))
