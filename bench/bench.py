@@ -4,7 +4,8 @@
 
 Reports: load time; seconds per matrix-vector product of each GPT-2 124M shape; one full
 forward pass over 8 and 64 tokens (prefill); the work for one new position with the KV cache
-at context 16 and 256; streamed generation tokens/s; tokenizing a 1,000-word paragraph.
+at context 16, 256 and 1024 (with the backend's peak private memory); streamed generation
+tokens/s; tokenizing a 1,000-word paragraph.
 Each figure is the best of a few runs (first runs plan queries and warm the caches).
 """
 
@@ -15,6 +16,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +27,39 @@ from gpt2sql.loader.checkpoint import write_random_checkpoint
 from gpt2sql.loader.load import is_model, load_checkpoint
 
 MODEL = "bench124m"
+
+
+class PeakPrivateMemory:
+    """Samples RssAnon of a server backend while the block runs (needs the server on this machine)."""
+
+    def __init__(self, pid: int):
+        self.path, self.peak, self.ok = f"/proc/{pid}/status", 0, True
+        self._stop = threading.Event()
+
+    def _read(self) -> int:
+        with open(self.path) as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("RssAnon"))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self._read())
+            except (OSError, StopIteration):
+                self.ok = False
+                return
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __str__(self) -> str:
+        return f"{self.peak / 1024:.0f} MB" if self.ok and self.peak else "n/a: server not on this machine"
 
 
 def best_of(fn, runs: int) -> float:
@@ -89,14 +124,18 @@ def main() -> int:
                     2 if n == 8 else 1)
         print(f"forward pass, {n:2d}-token prompt (prefill)  {t:8.2f} s")
 
-    # one new position at context S: forward(ARRAY[token], cache) with a cache of S-1 positions
-    for ctx in (16, 256):
+    # one new position at context S: forward(ARRAY[token], cache) with a cache of S-1 positions;
+    # the backend's peak private memory is sampled from /proc when the server runs on this machine
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    for ctx in (16, 256, 1024):
         q = f"""SELECT cardinality(({m}.forward(ARRAY[42],
                    (SELECT array_agg(ROW(array_fill(0.01::float8, ARRAY[{ctx - 1}, c.n_embd]),
                                          array_fill(0.02::float8, ARRAY[{ctx - 1}, c.n_embd]))::{m}.kv)
                       FROM {m}.config AS c, generate_series(1, c.n_layer)))).logits)"""
-        t = best_of(lambda: conn.execute(q).fetchone(), 3)
-        print(f"one new token with KV cache, context {ctx:3d} {t:8.2f} s")
+        peak = PeakPrivateMemory(pid)
+        with peak:
+            t = best_of(lambda: conn.execute(q).fetchone(), 3 if ctx < 1024 else 1)
+        print(f"one new token with KV cache, context {ctx:4d} {t:7.2f} s   (backend peak private memory {peak})")
 
     with gpt2sql.Client(dsn) as client:
         model = client.model(m)
