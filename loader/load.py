@@ -27,7 +27,6 @@ MODEL_COMMENT = "gpt2sql model"
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
 ROWS_PER_BATCH = 4096
-CHUNK_LIMIT = 256
 
 
 class LoadError(RuntimeError):
@@ -119,7 +118,7 @@ class LoadResult:
 
 
 def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = None, *,
-                    replace: bool = False, progress: bool = True, chunk_limit: int | None = None) -> LoadResult:
+                    replace: bool = False, progress: bool = True) -> LoadResult:
     """Load SOURCE (folder or hub id) as model NAME. Atomic; raises CheckpointError/LoadError."""
     t0 = time.perf_counter()
     name = check_model_name(name or default_model_name(source))
@@ -149,7 +148,7 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
             cur.execute(sql.SQL("SET LOCAL search_path = {}, pg_catalog, pg_temp").format(sql.Identifier(staging)))
             files = sql_files()
             run_sql_file(cur, *files[0])  # 00_tables.sql
-            width = chunk_width(cfg.n_embd, chunk_limit or CHUNK_LIMIT)
+            width = chunk_width(cfg.n_embd)
             cur.execute(
                 "INSERT INTO config (n_layer, n_head, n_embd, n_positions, vocab_size, layer_norm_epsilon,"
                 " chunk, n_params, source, gpt2sql_version) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",

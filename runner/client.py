@@ -69,6 +69,10 @@ def _check_text(value: str, what: str = "prompt") -> str:
     return value
 
 
+# the model's generate() with the prompt and every SamplingOptions field as bound parameters
+GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s)"
+
+
 class Model:
     """One loaded model (a schema). Obtain it with ``Client.model(name)``."""
 
@@ -104,7 +108,7 @@ class Model:
     def steps(self, prompt: str, **options) -> list[Step]:
         """Every generated token, with its piece of text and why generation stopped (last row)."""
         opts = SamplingOptions(**options)
-        rows = self._call("SELECT step, token, piece, finish FROM {m}.generate(%s, %s, %s, %s, %s, %s, %s)",
+        rows = self._call("SELECT step, token, piece, finish FROM " + GENERATE,
                           (_check_text(prompt), *opts.params()))
         return [Step(*r) for r in rows]
 
@@ -132,7 +136,7 @@ class Model:
                 events.put(("step", json.loads(diag.message_detail)))
 
         conn.add_notice_handler(on_notice)
-        query = sql.SQL("SELECT count(*) FROM {m}.generate(%s, %s, %s, %s, %s, %s, %s)").format(m=self._schema)
+        query = sql.SQL("SELECT count(*) FROM " + GENERATE).format(m=self._schema)
 
         def run() -> None:
             try:

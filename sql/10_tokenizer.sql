@@ -207,16 +207,14 @@ BEGIN
 END
 $$;
 
--- token ids -> the raw bytes they stand for
-CREATE FUNCTION detokenize_bytes(tokens int[])
-RETURNS bytea
+-- token ids must be non-NULL and inside the vocabulary; raises a clear error otherwise
+CREATE FUNCTION check_token_ids(tokens int[]) RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 DECLARE
     bad int;
     n_vocab int := (SELECT vocab_size FROM config);
-    result bytea;
 BEGIN
     IF tokens IS NULL THEN
         RAISE EXCEPTION 'gpt2sql: token array is NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -229,6 +227,19 @@ BEGIN
         RAISE EXCEPTION 'gpt2sql: token id % is outside the vocabulary (0..%)', bad, n_vocab - 1
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+END
+$$;
+
+-- token ids -> the raw bytes they stand for
+CREATE FUNCTION detokenize_bytes(tokens int[])
+RETURNS bytea
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    result bytea;
+BEGIN
+    PERFORM check_token_ids(tokens);
     SELECT coalesce(string_agg(v.bytes, ''::bytea ORDER BY u.k), ''::bytea)
       INTO result
       FROM unnest(tokens) WITH ORDINALITY AS u(token, k)

@@ -11,20 +11,14 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    cfg config;
-    bad int;
+    n_positions int := (SELECT c.n_positions FROM config AS c);
 BEGIN
-    SELECT * INTO cfg FROM config;
     IF tokens IS NULL OR cardinality(tokens) = 0 THEN
         RAISE EXCEPTION 'gpt2sql: the prompt is empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT t INTO bad FROM unnest(tokens) AS t WHERE t IS NULL OR t < 0 OR t >= cfg.vocab_size LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'gpt2sql: token id % is outside the vocabulary (0..%)', coalesce(bad::text, 'NULL'), cfg.vocab_size - 1
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF past + cardinality(tokens) > cfg.n_positions THEN
-        RAISE EXCEPTION 'gpt2sql: % tokens exceed the model''s context of % positions', past + cardinality(tokens), cfg.n_positions
+    PERFORM check_token_ids(tokens);
+    IF past + cardinality(tokens) > n_positions THEN
+        RAISE EXCEPTION 'gpt2sql: % tokens exceed the model''s context of % positions', past + cardinality(tokens), n_positions
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
 END
