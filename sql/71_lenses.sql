@@ -1,0 +1,177 @@
+-- 71_lenses.sql: ready-made questions to ask a trace (70_trace.sql)
+--
+--   attention(trace, layer, head)          who each position looks at
+--   top_predictions(trace, position, k)    the k likeliest next tokens after a position
+--   token_probability(trace, token)        how likely one token is after each position
+--   logit_lens(trace, k)                   what the residual stream "predicts" after each layer
+--
+-- For how the prompt became tokens, see tokenize_trace(text) in 10_tokenizer.sql.
+
+-- the trace must exist (and, when given, layer / head / position be inside the model and prompt)
+CREATE FUNCTION check_trace(id bigint, layer int DEFAULT NULL, head int DEFAULT NULL, pos int DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    t   int;
+    cfg config;
+BEGIN
+    SELECT cardinality(tr.tokens) INTO t FROM traces AS tr WHERE tr.trace_id = id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'gpt2sql: no trace %; make one with trace(prompt) (traces expire; see the traces table)', id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT * INTO cfg FROM config;
+    IF layer IS NOT NULL AND NOT layer BETWEEN 0 AND cfg.n_layer - 1 THEN
+        RAISE EXCEPTION 'gpt2sql: layer % is outside the model (0..%)', layer, cfg.n_layer - 1
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF head IS NOT NULL AND NOT head BETWEEN 0 AND cfg.n_head - 1 THEN
+        RAISE EXCEPTION 'gpt2sql: head % is outside the model (0..%)', head, cfg.n_head - 1
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pos IS NOT NULL AND NOT pos BETWEEN 0 AND t - 1 THEN
+        RAISE EXCEPTION 'gpt2sql: position % is outside trace % (0..%)', pos, id, t - 1
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION check_k(k int) RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    IF k IS NULL OR k < 1 THEN
+        RAISE EXCEPTION 'gpt2sql: k must be >= 1, got %', coalesce(k::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- (rank) -> token, logit, probability: the k highest logits, with their softmax probability over
+-- the whole vocabulary; ties go to the lower token id, as in sampling (50_sampling.sql)
+CREATE FUNCTION top_tokens(logits float8[], k int)
+RETURNS TABLE (rank int, token int, logit float8, probability float8)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT (row_number() OVER (ORDER BY b.logit DESC, b.i))::int, (b.i - 1)::int, b.logit, exp(b.logit - z.lse)
+      FROM (SELECT logsumexp(logits) AS lse) AS z                                  -- softmax's denominator, as a log
+     CROSS JOIN LATERAL (SELECT u.logit, u.i                                        -- (i) -> logit, the k best
+                           FROM unnest(logits) WITH ORDINALITY AS u(logit, i)
+                          ORDER BY u.logit DESC, u.i
+                          LIMIT k) AS b
+     ORDER BY 1;
+END;
+
+-- (position, key_position) -> weight: one head's attention matrix, with the tokens' text
+CREATE FUNCTION attention(trace_id bigint, layer int, head int)
+RETURNS TABLE ("position" int, key_position int, query_piece text, key_piece text, score float8, weight float8)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM check_trace(trace_id, layer, head);
+    RETURN QUERY
+    SELECT a.position, a.key_position, q.piece, k.piece, a.score, a.weight
+      FROM trace_attention AS a
+      JOIN trace_tokens AS q ON q.trace_id = a.trace_id AND q.position = a.position
+      JOIN trace_tokens AS k ON k.trace_id = a.trace_id AND k.position = a.key_position
+     WHERE a.trace_id = attention.trace_id AND a.layer = attention.layer AND a.head = attention.head
+     ORDER BY a.position, a.key_position;
+END
+$$;
+
+-- (rank) -> token, piece, logit, probability: the k likeliest tokens to follow position pos
+CREATE FUNCTION top_predictions(trace_id bigint, pos int, k int DEFAULT 10)
+RETURNS TABLE (rank int, token int, piece text, logit float8, probability float8)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    logits float8[];
+BEGIN
+    PERFORM check_trace(trace_id, pos => pos);
+    PERFORM check_k(k);
+    SELECT s.value INTO logits
+      FROM trace_vectors AS s
+     WHERE s.trace_id = top_predictions.trace_id AND s.stage = 'logits' AND s.position = top_predictions.pos;
+    RETURN QUERY
+    SELECT d.rank, d.token, (decode_utf8(v.bytes, true)).txt, d.logit, d.probability
+      FROM top_tokens(logits, k) AS d
+      JOIN vocab AS v ON v.token = d.token
+     ORDER BY d.rank;
+END
+$$;
+
+-- (position) -> probability and rank of one token (the candidate) as the next token after each position
+CREATE FUNCTION token_probability(trace_id bigint, token int)
+RETURNS TABLE ("position" int, piece text, candidate text, probability float8, rank int)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM check_trace(trace_id);
+    PERFORM check_token_ids(ARRAY[token]);
+    RETURN QUERY
+    SELECT s.position, p.piece, (SELECT (decode_utf8(v.bytes, true)).txt FROM vocab AS v WHERE v.token = token_probability.token),
+           exp(s.value[token_probability.token + 1] - logsumexp(s.value)),
+           1 + (SELECT count(*) FROM unnest(s.value) AS e WHERE e > s.value[token_probability.token + 1])::int
+      FROM trace_vectors AS s
+      JOIN trace_tokens AS p ON p.trace_id = s.trace_id AND p.position = s.position
+     WHERE s.trace_id = token_probability.trace_id AND s.stage = 'logits'
+     ORDER BY s.position;
+END
+$$;
+
+-- the same for a token given as text, which must be exactly one token (e.g. ' the')
+CREATE FUNCTION token_probability(trace_id bigint, token_text text)
+RETURNS TABLE ("position" int, piece text, candidate text, probability float8, rank int)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    ids int[] := tokenize(token_text);
+BEGIN
+    IF cardinality(ids) <> 1 THEN
+        RAISE EXCEPTION 'gpt2sql: % is % tokens, not one: %', quote_literal(token_text), cardinality(ids), ids
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY SELECT * FROM token_probability(trace_id, ids[1]);
+END
+$$;
+
+-- (layer, position, rank) -> token, piece, probability: the logit lens. The residual stream after
+-- `layer` blocks (layer 0 = the embeddings, layer n_layer = the final output) is put through
+-- ln_f and the LM head as if it were the last layer; at layer n_layer this is the model's own
+-- prediction. Costs one LM-head product per (layer, position): seconds on the tiny model, about
+-- half a second per row on a 124M model.
+CREATE FUNCTION logit_lens(trace_id bigint, k int DEFAULT 5)
+RETURNS TABLE (layer int, "position" int, rank int, token int, piece text, probability float8)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+SET jit = off
+AS $$
+DECLARE
+    n_tokens int := (SELECT cardinality(tr.tokens) FROM traces AS tr WHERE tr.trace_id = logit_lens.trace_id);
+    x        float8[];          -- [(n_layer + 1) * T][C] the residual stream after each layer, layer-major
+    logits   float8[];          -- [(n_layer + 1) * T][V]
+BEGIN
+    PERFORM check_trace(trace_id);
+    PERFORM check_k(k);
+    SELECT array_agg(r.value ORDER BY r.after, r.position) INTO x
+      FROM (SELECT 0 AS after, s.position, s.value            -- the embeddings: after 0 blocks
+              FROM trace_vectors AS s
+             WHERE s.trace_id = logit_lens.trace_id AND s.stage = 'embedding'
+            UNION ALL
+            SELECT s.layer + 1, s.position, s.value            -- after block l: l + 1 blocks
+              FROM trace_vectors AS s
+             WHERE s.trace_id = logit_lens.trace_id AND s.stage = 'residual_mlp') AS r;
+    logits := linear(layer_norm(x, 'ln_f'), 'wte.weight', NULL);
+    RETURN QUERY
+    SELECT ((r.t - 1) / n_tokens)::int, ((r.t - 1) % n_tokens)::int, d.rank, d.token, (decode_utf8(v.bytes, true)).txt, d.probability
+      FROM row_chunks(logits, array_length(logits, 2)) AS r                         -- (row) -> logits[row]
+     CROSS JOIN LATERAL top_tokens(r.v, k) AS d                                    -- (rank) -> the k best
+      JOIN vocab AS v ON v.token = d.token
+     ORDER BY 1, 2, d.rank;
+END
+$$;
