@@ -114,9 +114,11 @@ BEGIN
     PERFORM check_token_ids(ARRAY[token]);
     RETURN QUERY
     SELECT s.position, p.piece, (SELECT (decode_utf8(v.bytes, true)).txt FROM vocab AS v WHERE v.token = token_probability.token),
-           exp(s.value[token_probability.token + 1] - logsumexp(s.value)),
-           1 + (SELECT count(*) FROM unnest(s.value) AS e WHERE e > s.value[token_probability.token + 1])::int
+           exp(z.logit - z.lse),
+           1 + (SELECT count(*) FROM unnest(s.value) AS e WHERE e > z.logit)::int   -- tokens more likely than it
       FROM trace_vectors AS s
+     CROSS JOIN LATERAL (SELECT s.value[token_probability.token + 1] AS logit,       -- once per position
+                                logsumexp(s.value) AS lse OFFSET 0) AS z
       JOIN trace_tokens AS p ON p.trace_id = s.trace_id AND p.position = s.position
      WHERE s.trace_id = token_probability.trace_id AND s.stage = 'logits'
      ORDER BY s.position;
