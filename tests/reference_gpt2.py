@@ -76,3 +76,37 @@ def greedy(tokens, n, cfg, p):  # [T] -> n new tokens, recomputing everything ea
     for _ in range(n):
         out.append(int(np.argmax(forward(out, cfg, p)[-1])))
     return out[len(tokens):]
+
+
+def trace(tokens, cfg, p):  # [T] -> {(stage, layer): array}: forward(), keeping every intermediate
+    eps, n_head, T = cfg["layer_norm_epsilon"], cfg["n_head"], len(tokens)
+    out = {("token_embedding", None): p["wte.weight"][tokens],                 # [T, C]
+           ("position_embedding", None): p["wpe.weight"][range(T)]}            # [T, C]
+    x = out["embedding", None] = out["token_embedding", None] + out["position_embedding", None]
+    mask = (1 - np.tri(T)) * -1e10                                             # [T, T]
+    for i in range(cfg["n_layer"]):
+        h, keep = f"h.{i}.", lambda stage, a: out.setdefault((stage, i), a)
+        a = keep("ln_1", layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps))          # [T, C]
+        qkv = linear(a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])               # [T, 3C]
+        q, k, v = (keep(s, m) for s, m in zip("qkv", np.split(qkv, 3, axis=-1)))              # 3 x [T, C]
+        qh, kh, vh = (np.stack(np.split(m, n_head, axis=-1)) for m in (q, k, v))              # 3 x [H, T, D]
+        scores = keep("scores", qh @ kh.transpose(0, 2, 1) / np.sqrt(qh.shape[-1]))          # [H, T, T]
+        weights = keep("weights", softmax(scores + mask))                                    # [H, T, T]
+        heads = keep("attn_heads", np.hstack(list(weights @ vh)))                            # [T, C]
+        o = keep("attn_out", linear(heads, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"]))
+        x = keep("residual_attn", x + o)                                                     # [T, C]
+        a = keep("ln_2", layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps))          # [T, C]
+        f = keep("mlp_fc", linear(a, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"]))        # [T, 4C]
+        g = keep("mlp_gelu", gelu(f))                                                        # [T, 4C]
+        o = keep("mlp_out", linear(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"]))  # [T, C]
+        x = keep("residual_mlp", x + o)                                                      # [T, C]
+    a = out["ln_f", None] = layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], eps)           # [T, C]
+    out["logits", None] = a @ p["wte.weight"].T                                             # [T, V]
+    return out
+
+
+def logit_lens(tokens, cfg, p):  # [T] -> [n_layer + 1, T, V]: each layer's residual stream through ln_f and wte
+    t = trace(tokens, cfg, p)
+    xs = [t["embedding", None]] + [t["residual_mlp", i] for i in range(cfg["n_layer"])]
+    ln = lambda x: layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], cfg["layer_norm_epsilon"])
+    return np.stack([ln(x) @ p["wte.weight"].T for x in xs])
