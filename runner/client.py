@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -42,6 +43,44 @@ class Step:
     token: int
     piece: str
     finish: str | None
+
+
+@dataclass(frozen=True)
+class AttentionWeight:
+    position: int        # the query's position
+    key_position: int    # the position attended to (<= position)
+    query_piece: str
+    key_piece: str
+    score: float         # q . k / sqrt(D), before the softmax
+    weight: float        # after the softmax: each position's weights sum to 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    rank: int
+    token: int
+    piece: str
+    logit: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class TokenChance:
+    position: int
+    piece: str           # the token at this position
+    candidate: str       # the token asked about, as the next token after this position
+    probability: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class LensPrediction:
+    layer: int           # 0 = the embeddings, n_layer = the model's output
+    position: int
+    rank: int
+    token: int
+    piece: str
+    probability: float
 
 
 @dataclass(frozen=True)
@@ -117,6 +156,22 @@ class Model:
         temperature=0 (greedy), top_k, top_p, seed (in [-1, 1]: reproducible sampling), stop."""
         return "".join(s.piece for s in self.steps(prompt, **options))
 
+    # -- looking inside -------------------------------------------------------------------
+    def trace(self, prompt: str, keep: str | None = None) -> "Trace":
+        """Run one forward pass over ``prompt`` keeping every intermediate value (see Trace);
+        ``keep`` is how long to keep them, as a PostgreSQL interval ('1 day' by default)."""
+        if keep is None:
+            trace_id = self._call("SELECT {m}.trace(%s)", (_check_text(prompt),))[0][0]
+        else:
+            trace_id = self._call("SELECT {m}.trace(%s, %s::interval)", (_check_text(prompt), keep))[0][0]
+        return Trace(self, trace_id)
+
+    def get_trace(self, trace_id: int) -> "Trace":
+        return Trace(self, trace_id)
+
+    def drop_traces(self, expired_only: bool = False) -> int:
+        return self._call("SELECT {m}.drop_traces(%s)", (expired_only,))[0][0]
+
     def stream(self, prompt: str, **options) -> Iterator[str]:
         """Yield the pieces of text as PostgreSQL produces them (one per token)."""
         for step in self.stream_steps(prompt, **options):
@@ -168,6 +223,62 @@ class Model:
             conn.close()
 
 
+class Trace:
+    """One traced forward pass (``Model.trace``): its intermediate values stay in the model's trace
+    tables, keyed by ``id``, until ``drop()`` or until they expire. Every method is one SQL query;
+    the same queries work in psql (see docs/walkthrough.md)."""
+
+    def __init__(self, model: Model, trace_id: int):
+        row = model._call("SELECT prompt, tokens, expires_at FROM {m}.traces WHERE trace_id = %s", (trace_id,))
+        if not row:
+            raise LookupError(f"no trace {trace_id} in model {model.name!r} (traces expire; see its traces table)")
+        self.model, self.id = model, trace_id
+        self.prompt, self.tokens, self.expires_at = row[0]
+        self.pieces: list[str] = [r[0] for r in model._call(
+            "SELECT piece FROM {m}.trace_tokens WHERE trace_id = %s ORDER BY position", (trace_id,))]
+
+    def __repr__(self) -> str:
+        return f"<Trace {self.id} of {self.model.name}: {self.prompt!r}, {len(self.tokens)} tokens>"
+
+    def stage(self, stage: str, layer: int | None = None) -> np.ndarray:
+        """One stored stage as a [T, n] array, e.g. stage('ln_1', 0); stages: the trace_stages table."""
+        rows = self.model._call("SELECT value FROM {m}.trace_vectors WHERE trace_id = %s AND stage = %s "
+                                "AND layer IS NOT DISTINCT FROM %s ORDER BY position", (self.id, stage, layer))
+        if not rows:
+            raise ValueError(f"trace {self.id} has no stage {stage!r} at layer {layer}")
+        return np.array([r[0] for r in rows])
+
+    def attention(self, layer: int, head: int) -> list[AttentionWeight]:
+        rows = self.model._call("SELECT * FROM {m}.attention(%s::bigint, %s, %s)", (self.id, layer, head))
+        return [AttentionWeight(*r) for r in rows]
+
+    def attention_matrix(self, layer: int, head: int) -> np.ndarray:
+        """[T, T] attention weights, query position by key position (0 above the diagonal)."""
+        m = np.zeros((len(self.tokens), len(self.tokens)))
+        for a in self.attention(layer, head):
+            m[a.position, a.key_position] = a.weight
+        return m
+
+    def top_predictions(self, position: int = -1, k: int = 10) -> list[Prediction]:
+        """The k likeliest tokens after ``position`` (negative counts from the end, -1 = the last)."""
+        pos = position + len(self.tokens) if position < 0 else position
+        rows = self.model._call("SELECT * FROM {m}.top_predictions(%s, %s, %s)", (self.id, pos, k))
+        return [Prediction(*r) for r in rows]
+
+    def token_probability(self, token: int | str) -> list[TokenChance]:
+        """How likely ``token`` (an id, or text that is exactly one token) is after each position."""
+        cast = "int" if isinstance(token, int) else "text"
+        rows = self.model._call(f"SELECT * FROM {{m}}.token_probability(%s, %s::{cast})", (self.id, token))
+        return [TokenChance(*r) for r in rows]
+
+    def logit_lens(self, k: int = 5) -> list[LensPrediction]:
+        rows = self.model._call("SELECT * FROM {m}.logit_lens(%s, %s)", (self.id, k))
+        return [LensPrediction(*r) for r in rows]
+
+    def drop(self) -> bool:
+        return self.model._call("SELECT {m}.drop_trace(%s)", (self.id,))[0][0]
+
+
 class Client:
     """A connection to the database holding the models.
 
@@ -202,4 +313,5 @@ class Client:
         self.close()
 
 
-__all__ = ["Client", "Model", "ModelNotFound", "TokenProb", "Step", "SamplingOptions", "DatabaseError"]
+__all__ = ["Client", "Model", "ModelNotFound", "TokenProb", "Step", "SamplingOptions", "DatabaseError", "Trace",
+           "AttentionWeight", "Prediction", "TokenChance", "LensPrediction"]
