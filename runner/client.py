@@ -271,8 +271,9 @@ class Trace:
         rows = self.model._call(f"SELECT * FROM {{m}}.token_probability(%s, %s::{cast})", (self.id, token))
         return [TokenChance(*r) for r in rows]
 
-    def logit_lens(self, k: int = 5) -> list[LensPrediction]:
-        rows = self.model._call("SELECT * FROM {m}.logit_lens(%s, %s)", (self.id, k))
+    def logit_lens(self, k: int = 5, position: int | None = None) -> list[LensPrediction]:
+        """The top k tokens of every layer's residual stream, at every position or just one."""
+        rows = self.model._call("SELECT * FROM {m}.logit_lens(%s, %s, %s)", (self.id, k, position))
         return [LensPrediction(*r) for r in rows]
 
     def drop(self) -> bool:

@@ -194,6 +194,8 @@ def test_logit_lens(traced):
     for layer, pos, rank, token, probability in got:
         assert token == int(np.argsort(-lens[layer, pos], kind="stable")[rank - 1])
         assert abs(probability - probs[layer, pos, token]) <= TOL
+    one = rows(conn, "SELECT layer, position, rank, token, probability FROM logit_lens(%s, 3, %s)", tid, 4)
+    assert one == [r for r in got if r[1] == 4]
     # the top layer is the model's own prediction
     top = rows(conn, "SELECT token, probability FROM top_predictions(%s, %s, 3)", tid, len(tokens) - 1)
     assert [(t, p) for layer, pos, _, t, p in got if layer == cfg["n_layer"] and pos == len(tokens) - 1] == top
@@ -206,6 +208,7 @@ def test_logit_lens(traced):
     ("SELECT * FROM top_predictions({t}, 99, 3)", "position 99 is outside trace"),
     ("SELECT * FROM top_predictions({t}, 0, 0)", "k must be >= 1"),
     ("SELECT * FROM logit_lens({t}, 0)", "k must be >= 1"),
+    ("SELECT * FROM logit_lens({t}, 1, 12)", "position 12 is outside trace"),
     ("SELECT * FROM token_probability({t}, 'hello world'::text)", "is 2 tokens, not one"),
     ("SELECT * FROM token_probability({t}, 50257)", "outside the vocabulary"),
     ("SELECT trace('x', '-1 hour')", "keep must be a positive interval"),
