@@ -5,7 +5,7 @@
 Reports: load time; seconds per matrix-vector product of each GPT-2 124M shape; one full
 forward pass over 8 and 64 tokens (prefill); the work for one new position with the KV cache
 at context 16, 256 and 1024 (with the backend's peak private memory); streamed generation
-tokens/s; tokenizing a 1,000-word paragraph.
+tokens/s; tokenizing a 1,000-word paragraph; a traced forward pass (13 tokens) and its lenses.
 Each figure is the best of a few runs (first runs plan queries and warm the caches).
 """
 
@@ -82,6 +82,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dsn", default=None)
     ap.add_argument("--quick", action="store_true", help="skip the 64-token prefill")
+    ap.add_argument("--trace-only", action="store_true", help="only the trace and lens figures")
     args = ap.parse_args()
     dsn = gpt2sql.resolve_dsn(args.dsn)
     conn = psycopg.connect(dsn, autocommit=True)
@@ -105,6 +106,33 @@ def main() -> int:
 
     m = MODEL
     conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(ARRAY[1])")  # warm up caches and plans
+    if not args.trace_only:
+        speed(conn, dsn, m, args.quick)
+    trace_figures(conn, m)
+    return 0
+
+
+def trace_figures(conn, m: str) -> None:
+    """trace() of a 13-token prompt, the lenses over it, and the space the trace takes."""
+    prompt = "The quick brown fox jumps over the lazy dog and keeps on running"  # 13 tokens
+    size = lambda: conn.execute(f"SELECT pg_total_relation_size('{m}.trace_vectors') + "
+                                f"pg_total_relation_size('{m}.trace_attention')").fetchone()[0]
+    before = size()
+    t0 = time.perf_counter()
+    tid = conn.execute(f"SELECT {m}.trace(%s)", (prompt,)).fetchone()[0]
+    t = time.perf_counter() - t0
+    print(f"trace, 13-token prompt (every stage stored) {t:8.2f} s   ({(size() - before) / 2**20:.0f} MB stored)")
+    lenses = [("attention(trace, 5, 3)", f"SELECT count(*) FROM {m}.attention({tid}, 5, 3)"),
+              ("top_predictions(trace, 12, 10)", f"SELECT count(*) FROM {m}.top_predictions({tid}, 12, 10)"),
+              ("token_probability(trace, ' the')", f"SELECT count(*) FROM {m}.token_probability({tid}, ' the')"),
+              ("logit_lens(trace, 5, pos => 12)", f"SELECT count(*) FROM {m}.logit_lens({tid}, 5, 12)")]
+    for label, q in lenses:
+        t = best_of(lambda: conn.execute(q).fetchone(), 2)
+        print(f"  {label:38s} {t:8.2f} s")
+    conn.execute(f"SELECT {m}.drop_trace({tid})")
+
+
+def speed(conn, dsn: str, m: str, quick: bool) -> None:
 
     shapes = [("768x2304  attn.c_attn", "h.0.attn.c_attn.weight", 768),
               ("768x768   attn.c_proj", "h.0.attn.c_proj.weight", 768),
@@ -118,7 +146,7 @@ def main() -> int:
 
     prompts = {8: list(range(1000, 1008)), 64: [(i * 7919) % 50257 for i in range(64)]}
     for n, toks in prompts.items():
-        if n == 64 and args.quick:
+        if n == 64 and quick:
             continue
         t = best_of(lambda: conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(%s)", (toks,)).fetchone(),
                     2 if n == 8 else 1)
@@ -150,7 +178,6 @@ def main() -> int:
         model.tokenize(text)
         t = best_of(lambda: model.tokenize(text), 3)
         print(f"tokenize 1,000 words ({len(text):,} chars)      {t:8.2f} s")
-    return 0
 
 
 if __name__ == "__main__":
