@@ -281,7 +281,7 @@ def drop_model(conn: psycopg.Connection, name: str) -> None:
 
 
 def grant_reader(conn: psycopg.Connection, role: str, models: list[str] | None = None) -> list[str]:
-    """Let ``role`` tokenize, generate and trace with the models (all loaded ones by default), but
+    """Let ``role`` tokenize, generate and read traces of the models (all loaded ones by default), but
     change nothing: USAGE on each model schema, SELECT on its tables, EXECUTE on its functions.
     Writes stay refused because the role owns nothing there and is granted no write privilege."""
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()

@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dsn(p)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("grant-reader", help="let a role generate, tokenize and trace, but change no weights")
+    p = sub.add_parser("grant-reader", help="let a role generate, tokenize and read traces, but change nothing")
     p.add_argument("role")
     p.add_argument("--model", action="append", help="a model to grant (repeatable; default: all loaded)")
     _add_dsn(p)
