@@ -132,6 +132,7 @@ def cmd_demo(args) -> int:
             print(piece, end="", flush=True)
         print()
         print("the same from psql:  SELECT * FROM demo.generate('The database said', 12);")
+        print("look inside:         gpt2sql trace 'The database said' --model demo   (then docs/walkthrough.md)")
     return 0
 
 
