@@ -226,6 +226,7 @@ $$;
 
 CREATE FUNCTION check_keep(keep interval) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
 AS $$
 BEGIN
     IF keep IS NULL OR keep <= interval '0' THEN

@@ -40,6 +40,7 @@ $$;
 
 CREATE FUNCTION check_k(k int) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
 AS $$
 BEGIN
     IF k IS NULL OR k < 1 THEN
