@@ -166,16 +166,16 @@ def cmd_show(args) -> int:
     from . import show
     from .client import Client
 
+    default = f"attention-L{args.layer}-H{args.head}.png" if args.picture == "attention" else "logit-lens.png"
+    out = show.check_output(args.picture, args.output or default)      # before any work: a bad name costs no trace
     with Client(args.dsn) as client:
         trace = _trace(client.model(args.model), args)
-        if args.picture == "attention":
-            out = args.output or f"attention-{trace.id}-L{args.layer}-H{args.head}.png"
-            if str(out).lower().endswith(".html"):
-                written = show.attention_html(trace, out)
-            else:
-                written = show.attention_image(trace, args.layer, args.head, out)
+        if args.picture == "logit-lens":
+            written = show.logit_lens_image(trace, out)
+        elif out.suffix.lower() == ".html":
+            written = show.attention_html(trace, out)
         else:
-            written = show.logit_lens_image(trace, args.output or f"logit-lens-{trace.id}.png")
+            written = show.attention_image(trace, args.layer, args.head, out)
     print(f"wrote {written} (trace {trace.id})")
     return 0
 
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, default=0)
     p.add_argument("--head", type=int, default=0)
     p.add_argument("-o", "--output", help="file to write: .png or .svg; for attention also .html (every head, "
-                                          "hover for values)")
+                                          "hover for values); default attention-L0-H0.png / logit-lens.png")
     _add_dsn(p)
     p.set_defaults(func=cmd_show)
 
@@ -298,13 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     import psycopg
 
-    from .client import ModelNotFound
     from .loader.load import LoadError
     from .loader.source import CheckpointError
 
     try:
         return args.func(args) or 0
-    except (DatabaseError, LoadError, CheckpointError, ModelNotFound, ValueError, LookupError, ImportError) as exc:
+    # LookupError: no such model (ModelNotFound) or trace; ImportError: matplotlib missing for show
+    except (DatabaseError, LoadError, CheckpointError, ValueError, LookupError, ImportError) as exc:
         print(f"gpt2sql: error: {exc}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:

@@ -15,9 +15,6 @@ import numpy as np
 
 from .client import Trace
 
-IMAGE_SUFFIXES = (".png", ".svg")
-
-
 def _pyplot():
     try:
         import matplotlib
@@ -35,15 +32,8 @@ def label(piece: str) -> str:
     return piece.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
 
 
-def _check_suffix(out: Path, allowed: tuple[str, ...]) -> None:
-    if out.suffix.lower() not in allowed:
-        raise ValueError(f"cannot write {out.name}: the file name must end in {', '.join(allowed)}")
-
-
 def attention_image(trace: Trace, layer: int, head: int, out: Path) -> Path:
     """One head's attention weights as a heatmap: query positions down, key positions across."""
-    out = Path(out)
-    _check_suffix(out, IMAGE_SUFFIXES)
     weights = trace.attention_matrix(layer, head)                          # [T, T]
     plt = _pyplot()
     n = len(trace.tokens)
@@ -72,9 +62,7 @@ def attention_image(trace: Trace, layer: int, head: int, out: Path) -> Path:
 def logit_lens_image(trace: Trace, out: Path) -> Path:
     """The logit lens as a grid: layers up, positions across; each cell the top-1 token's text,
     coloured by its probability."""
-    out = Path(out)
-    _check_suffix(out, IMAGE_SUFFIXES)
-    rows = [r for r in trace.logit_lens(1)]
+    rows = trace.logit_lens(1)
     n_layers, n = max(r.layer for r in rows) + 1, len(trace.tokens)
     prob = np.zeros((n_layers, n))
     piece = [[""] * n for _ in range(n_layers)]
@@ -104,7 +92,7 @@ def _head_svg(trace: Trace, layer: int, head: int, cell: int) -> str:
     cells = []
     for a in trace.attention(layer, head):
         shade = int(255 * (1 - a.weight))
-        tip = (f"layer {layer} head {head}\nquery {a.position} {label(a.query_piece)!s} → key {a.key_position} "
+        tip = (f"layer {layer} head {head}\nquery {a.position} {label(a.query_piece)} → key {a.key_position} "
                f"{label(a.key_piece)}\nweight {a.weight:.6f}\nscore {a.score:.6f}")
         cells.append(f'<rect x="{a.key_position * cell}" y="{a.position * cell}" width="{cell}" height="{cell}" '
                      f'fill="rgb({shade},{shade},255)"><title>{html.escape(tip)}</title></rect>')
@@ -116,8 +104,6 @@ def _head_svg(trace: Trace, layer: int, head: int, cell: int) -> str:
 
 def attention_html(trace: Trace, out: Path) -> Path:
     """Every head of every layer on one self-contained page (no scripts, no network)."""
-    out = Path(out)
-    _check_suffix(out, (".html",))
     n_layer, n_head = trace.model._call("SELECT n_layer, n_head FROM {m}.config")[0]
     cell = max(4, min(24, 240 // max(1, len(trace.tokens))))
     tokens = " ".join(f"<code>{i}:{html.escape(label(p))}</code>" for i, p in enumerate(trace.pieces))
@@ -145,4 +131,17 @@ position 0); darker = more weight. Hover a cell for its weight and score. Tokens
 </body></html>
 """
     out.write_text(page, encoding="utf-8")
+    return out
+
+
+# picture -> the file suffixes it is drawn in
+SUFFIXES = {"attention": (".png", ".svg", ".html"), "logit-lens": (".png", ".svg")}
+
+
+def check_output(picture: str, out: str | Path) -> Path:
+    """The file to write, refused (before any work) unless its suffix is one the picture is drawn in."""
+    out = Path(out)
+    allowed = SUFFIXES[picture]
+    if out.suffix.lower() not in allowed:
+        raise ValueError(f"cannot write {out.name}: the file name must end in {', '.join(allowed)}")
     return out

@@ -331,6 +331,12 @@ def test_cli_trace_and_pictures(main_dsn, tiny_ckpt, tmp_path):
         res = cli("show", "attention", "--model", model, *args)
         assert res.returncode == 1 and re.search(message, res.stderr), res.stderr
     assert not (tmp_path / "a.jpg").exists()
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        count = lambda: rows(conn, f"SELECT count(*) FROM {model}.traces")[0][0]
+        before = count()
+        res = cli("show", "logit-lens", "--model", model, "--prompt", "Hello", "-o", str(tmp_path / "lens.html"))
+        assert res.returncode == 1 and "must end in .png, .svg" in res.stderr, res.stderr
+        assert count() == before                                        # refused before tracing anything
 
     # without matplotlib: PNG/SVG is a clear error naming the fix, HTML still works
     no_mpl = ("import sys; sys.modules['matplotlib'] = None; from gpt2sql.cli import main; "
