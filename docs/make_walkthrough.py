@@ -246,25 +246,18 @@ A low temperature sharpens the flat random distribution towards the top tokens.
 ]
 
 
-def build_script() -> tuple[str, int]:
+def build_script() -> str:
     """One psql script running every step, with a marker line before each step's output."""
-    parts = []
-    for i, (_, _, query, _) in enumerate(STEPS):
-        parts.append(f"\\echo '@@step {i}@@'\n{query}\n")
-    return "".join(parts), len(STEPS)
+    return "".join(f"\\echo '@@step {i}@@'\n{query}\n" for i, (_, _, query, _) in enumerate(STEPS))
 
 
 def run(dsn: str) -> list[str]:
-    script, n = build_script()
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(script)
-    res = subprocess.run([psql_executable(), dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-P", "pager=off",
-                          "-f", f.name], capture_output=True, text=True)
-    Path(f.name).unlink()
+    res = subprocess.run([psql_executable(), dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-P", "pager=off", "-f", "-"],
+                         input=build_script(), capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"psql failed:\n{res.stderr}")
     outputs = re.split(r"^@@step \d+@@\n", res.stdout, flags=re.M)[1:]
-    assert len(outputs) == n, (len(outputs), n)
+    assert len(outputs) == len(STEPS), (len(outputs), len(STEPS))
     return [o.rstrip("\n") for o in outputs]
 
 
