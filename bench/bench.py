@@ -1,12 +1,15 @@
-"""gpt2sql benchmark on the 124M-shaped random checkpoint.
+"""gpt2sql benchmark on the 124M-shaped random checkpoint, for each kernel side by side.
 
-    python bench/bench.py [--dsn DSN] [--quick]
+    python bench/bench.py [--dsn DSN] [--kernel vector|sql|both] [--quick] [--profile] [--trace-only]
 
-Reports: load time; seconds per matrix-vector product of each GPT-2 124M shape; one full
-forward pass over 8 and 64 tokens (prefill); the work for one new position with the KV cache
-at context 16, 256 and 1024 (with the backend's peak private memory); streamed generation
-tokens/s; tokenizing a 1,000-word paragraph; a traced forward pass (13 tokens) and its lenses.
-Each figure is the best of a few runs (first runs plan queries and warm the caches).
+Loads the checkpoint once per kernel (models bench124m_vector and bench124m_sql stay loaded).
+Reports, per kernel: load time; seconds per matrix-vector product of each GPT-2 124M shape; the
+first token of a 7-token prompt; a forward pass over 8 and 64 tokens (prefill); the work for one
+new position with the KV cache at context 16, 256 and 1024 (with the backend's peak private
+memory); streamed generation tokens/s; tokenizing a 1,000-word paragraph. --profile adds where the
+time of one new token (context 16) and of a 64-token prefill goes, per SQL function
+(track_functions + pg_stat_user_functions). --trace-only: a traced forward pass (13 tokens) and its
+lenses. Each figure is the best of a few runs (first runs plan queries and warm the caches).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import gpt2sql
 from gpt2sql.loader.checkpoint import write_random_checkpoint
 from gpt2sql.loader.load import is_model, load_checkpoint
 
-MODEL = "bench124m"
+MODEL = "bench124m"   # + _vector / _sql
 
 
 class PeakPrivateMemory:
@@ -78,10 +81,27 @@ def paragraph(words: int = 1000) -> str:
     return " ".join(base[i % len(base)] for i in range(words))
 
 
+def ensure_bench_model(conn, kernel: str, ckpt_dir: Path) -> str:
+    name = f"{MODEL}_{kernel}"
+    if is_model(conn, name):
+        print(f"[{kernel}] (model {name} already loaded; drop it to time the load)")
+        return name
+    ckpt = ckpt_dir / "124M"
+    if not ckpt.exists():
+        t0 = time.perf_counter()
+        write_random_checkpoint(ckpt, "124M", seed=0)
+        print(f"write 124M random checkpoint          {time.perf_counter() - t0:8.2f} s")
+    res = load_checkpoint(conn, str(ckpt), name, replace=True, progress=False, kernel=kernel)
+    print(f"[{kernel}] load 124M ({res.n_params:,} params)    {res.seconds:8.2f} s")
+    return name
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dsn", default=None)
-    ap.add_argument("--quick", action="store_true", help="skip the 64-token prefill")
+    ap.add_argument("--kernel", choices=["vector", "sql", "both"], default="both")
+    ap.add_argument("--quick", action="store_true", help="skip the 64-token prefill and context 1024")
+    ap.add_argument("--profile", action="store_true", help="where the time goes, per SQL function")
     ap.add_argument("--trace-only", action="store_true", help="only the trace and lens figures")
     args = ap.parse_args()
     dsn = gpt2sql.resolve_dsn(args.dsn)
@@ -93,23 +113,44 @@ def main() -> int:
           f"{platform.machine()} {os.cpu_count()} cores  python {platform.python_version()}")
     print(f"# server settings: {settings}")
 
-    if not is_model(conn, MODEL):
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            ckpt = write_random_checkpoint(Path(tmp) / "124M", "124M", seed=0)
-            t_write = time.perf_counter() - t0
-            res = load_checkpoint(conn, str(ckpt), MODEL, replace=True, progress=False)
-        print(f"write 124M random checkpoint          {t_write:8.2f} s")
-        print(f"load 124M ({res.n_params:,} params)    {res.seconds:8.2f} s")
-    else:
-        print(f"(model {MODEL} already loaded; drop it to time the load)")
-
-    m = MODEL
-    conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(ARRAY[1])")  # warm up caches and plans
-    if not args.trace_only:
+    kernels = ["vector", "sql"] if args.kernel == "both" else [args.kernel]
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {k: ensure_bench_model(conn, k, Path(tmp)) for k in kernels}
+    for kernel, m in models.items():
+        conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(ARRAY[1])")  # warm up caches and plans
+        if args.trace_only:
+            trace_figures(conn, m)
+            continue
+        print(f"## {kernel} kernel ({m})")
         speed(conn, dsn, m, args.quick)
-    trace_figures(conn, m)
+        if args.profile:
+            profile(conn, m)
     return 0
+
+
+def profile(conn, m: str) -> None:
+    """Self time per SQL function (ms) for one new token at context 16 and for a 64-token prefill."""
+    cache = f"""(SELECT array_agg(ROW(array_fill(0.01::float8, ARRAY[15, c.n_embd]),
+                                   array_fill(0.02::float8, ARRAY[15, c.n_embd]))::{m}.kv)
+                  FROM {m}.config AS c, generate_series(1, c.n_layer))"""
+    cases = [("one new token, context 16", f"SELECT ({m}.forward(ARRAY[42], {cache})).logits[1]"),
+             ("64-token prefill", f"SELECT ({m}.forward(%s, NULL)).logits[1]")]
+    conn.execute("SET track_functions = 'pl'")
+    for label, q in cases:
+        args = ([(i * 7919) % 50257 for i in range(64)],) if "%s" in q else ()
+        conn.execute(q, args).fetchone()                                   # plans and caches warm
+        conn.execute("SELECT pg_stat_reset()")
+        t0 = time.perf_counter()
+        conn.execute(q, args).fetchone()
+        total = time.perf_counter() - t0
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        rows = conn.execute("SELECT funcname, calls, self_time FROM pg_stat_user_functions"
+                            " WHERE schemaname = %s AND calls > 0 ORDER BY self_time DESC", (m,)).fetchall()
+        print(f"  where the time goes: {label}, {total:.2f} s in all (self time per function, ms)")
+        for name, calls, ms in rows:
+            print(f"    {name:24s} {calls:5d} calls {ms:9.1f} ms")
+    conn.execute("RESET track_functions")
 
 
 def trace_figures(conn, m: str) -> None:
@@ -144,18 +185,19 @@ def speed(conn, dsn: str, m: str, quick: bool) -> None:
         t = best_of(lambda: conn.execute(q, (weight,)).fetchone(), 3)
         print(f"matvec {label:28s} {t:8.3f} s")
 
-    prompts = {8: list(range(1000, 1008)), 64: [(i * 7919) % 50257 for i in range(64)]}
+    prompts = {7: [15496, 11, 616, 1438, 318, 1757, 13], 8: list(range(1000, 1008)),
+               64: [(i * 7919) % 50257 for i in range(64)]}
     for n, toks in prompts.items():
         if n == 64 and quick:
             continue
         t = best_of(lambda: conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(%s)", (toks,)).fetchone(),
-                    2 if n == 8 else 1)
-        print(f"forward pass, {n:2d}-token prompt (prefill)  {t:8.2f} s")
+                    2 if n < 64 else 1)
+        print(f"forward pass, {n:2d}-token prompt (prefill)  {t:8.2f} s   ({t / n:.3f} s per prompt token)")
 
     # one new position at context S: forward(ARRAY[token], cache) with a cache of S-1 positions;
     # the backend's peak private memory is sampled from /proc when the server runs on this machine
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    for ctx in (16, 256, 1024):
+    for ctx in (16, 256) if quick else (16, 256, 1024):
         q = f"""SELECT cardinality(({m}.forward(ARRAY[42],
                    (SELECT array_agg(ROW(array_fill(0.01::float8, ARRAY[{ctx - 1}, c.n_embd]),
                                          array_fill(0.02::float8, ARRAY[{ctx - 1}, c.n_embd]))::{m}.kv)

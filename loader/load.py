@@ -33,10 +33,12 @@ class LoadError(RuntimeError):
     """The load was refused or failed; the database is unchanged."""
 
 
-def sql_files() -> list[tuple[str, str]]:
-    """(file name, text) of every SQL file shipped in the package, in name order."""
+def sql_files(kernel: str) -> list[tuple[str, str]]:
+    """(file name, text) of the SQL files shipped in the package that a model with ``kernel`` runs, in
+    name order: all of them, except the other kernel's ``NN_kernel_OTHER.sql``."""
     root = resources.files("gpt2sql.sql")
     files = sorted(p.name for p in root.iterdir() if p.name.endswith(".sql"))
+    files = [f for f in files if "_kernel_" not in f or f.endswith(f"_kernel_{kernel}.sql")]
     return [(name, (root / name).read_text(encoding="utf-8")) for name in files]
 
 
@@ -73,40 +75,111 @@ def run_sql_file(cur: psycopg.Cursor, name: str, text: str) -> None:
         raise LoadError(f"sql/{name} failed: {exc}") from exc
 
 
-def _matrix_copy_dtype(name: bytes, width: int) -> np.dtype:
-    """One binary COPY tuple of matrices(name, row, chunk, w0..w{width-1}), big-endian."""
-    return np.dtype([
-        ("nfields", ">i2"),
-        ("name_len", ">i4"), ("name", f"S{len(name)}"),
-        ("row_len", ">i4"), ("row", ">i4"),
-        ("chunk_len", ">i4"), ("chunk", ">i4"),
-        ("w", [("len", ">i4"), ("v", ">f4")], (width,)),
-    ])
+KERNELS = ("auto", "vector", "sql")
+PGVECTOR_MIN = (0, 5, 0)  # vector <#> vector, double precision[]::vector, binary COPY of vector
 
 
-def matrix_rows(name: str, by_row: np.ndarray, width: int) -> tuple[np.dtype, Callable[[int, int], bytes]]:
+def _matrix_copy_dtype(name: bytes, width: int, kernel: str) -> np.dtype:
+    """One binary COPY tuple of matrices(name, row, chunk, weights), big-endian: the weights are
+    ``width`` real columns (sql kernel) or one pgvector ``vector`` (its binary form: int16 dim,
+    int16 unused = 0, then float4 values)."""
+    key = [("nfields", ">i2"), ("name_len", ">i4"), ("name", f"S{len(name)}"),
+           ("row_len", ">i4"), ("row", ">i4"), ("chunk_len", ">i4"), ("chunk", ">i4")]
+    if kernel == "vector":
+        return np.dtype(key + [("w_len", ">i4"), ("w_dim", ">i2"), ("w_unused", ">i2"), ("w", ">f4", (width,))])
+    return np.dtype(key + [("w", [("len", ">i4"), ("v", ">f4")], (width,))])
+
+
+def matrix_rows(name: str, by_row: np.ndarray, width: int,
+                kernel: str = "sql") -> tuple[np.dtype, Callable[[int, int], bytes]]:
     """Binary COPY bytes for a matrix given as [row, input]: each row split into chunks of ``width``."""
     n_rows, n_in = by_row.shape
     n_chunks = n_in // width
     key = name.encode()
-    dt = _matrix_copy_dtype(key, width)
+    dt = _matrix_copy_dtype(key, width, kernel)
     blocks = by_row.reshape(n_rows * n_chunks, width)
 
     def batch(start: int, stop: int) -> bytes:
         rec = np.empty(stop - start, dtype=dt)
         idx = np.arange(start, stop)
-        rec["nfields"] = 3 + width
         rec["name_len"] = len(key)
         rec["name"] = key
         rec["row_len"] = 4
         rec["row"] = idx // n_chunks
         rec["chunk_len"] = 4
         rec["chunk"] = idx % n_chunks
-        rec["w"]["len"] = 4
-        rec["w"]["v"] = blocks[start:stop]
+        if kernel == "vector":
+            rec["nfields"] = 4
+            rec["w_len"] = 4 + 4 * width
+            rec["w_dim"] = width
+            rec["w_unused"] = 0
+            rec["w"] = blocks[start:stop]
+        else:
+            rec["nfields"] = 3 + width
+            rec["w"]["len"] = 4
+            rec["w"]["v"] = blocks[start:stop]
         return rec.tobytes()
 
     return dt, batch
+
+
+def chunk_for(kernel: str, n_embd: int) -> int:
+    """Weights per stored row: 256 real columns for the sql kernel; for the vector kernel a whole
+    n_embd row (one 8 kB page holds a row of up to ~2,000 floats stored in line)."""
+    return chunk_width(n_embd, 256 if kernel == "sql" else 2000)
+
+
+def pgvector_schema(conn: psycopg.Connection) -> str | None:
+    """The schema the pgvector extension is installed in, in this database, or None."""
+    row = conn.execute("SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace"
+                       " WHERE e.extname = 'vector'").fetchone()
+    return row[0] if row else None
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    import re
+
+    return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
+
+
+def choose_kernel(conn: psycopg.Connection, wanted: str) -> tuple[str, str | None, str | None]:
+    """(kernel, pgvector schema, note) for a load asking for ``wanted`` (auto, vector or sql).
+
+    Must run inside the load's transaction: it may CREATE EXTENSION vector (rolled back with a
+    failed load). auto takes vector when the extension is installed or can be created, else sql;
+    vector without pgvector raises LoadError saying how to get it.
+    """
+    if wanted not in KERNELS:
+        raise LoadError(f"unknown kernel {wanted!r}: use one of {', '.join(KERNELS)}")
+    if wanted == "sql":
+        return "sql", None, None
+    problem = None
+    schema = pgvector_schema(conn)
+    if schema is None:
+        available = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+        if available is None:
+            problem = ("this PostgreSQL server does not have the pgvector extension (pg_available_extensions has "
+                       "no 'vector'); install it on the server (Debian/Ubuntu: apt install postgresql-"
+                       f"{conn.info.server_version // 10000}-pgvector; Docker: the pgvector/pgvector image)")
+        else:
+            try:
+                with conn.transaction():  # a savepoint: a refused CREATE EXTENSION leaves the load going
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                schema = pgvector_schema(conn)
+            except psycopg.Error as exc:
+                problem = (f"pgvector is available on this server but not installed in this database, and this "
+                           f"role cannot install it ({exc.diag.message_primary or exc}); ask a superuser to run "
+                           "CREATE EXTENSION vector in this database")
+    if problem is None:
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+        if _version_tuple(version) < PGVECTOR_MIN:
+            problem = (f"pgvector {version} is too old for the vector kernel (it needs "
+                       f"{'.'.join(map(str, PGVECTOR_MIN))} or newer): ALTER EXTENSION vector UPDATE")
+    if problem is None:
+        return "vector", schema, None
+    if wanted == "vector":
+        raise LoadError(f"--kernel vector: {problem}; or load with --kernel sql (plain SQL, no extension)")
+    return "sql", None, f"using the sql kernel: {problem}"
 
 
 @dataclass
@@ -115,11 +188,16 @@ class LoadResult:
     n_params: int
     seconds: float
     replaced: bool
+    kernel: str = "sql"
+    note: str | None = None   # why auto chose the sql kernel, if it did
 
 
 def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = None, *,
-                    replace: bool = False, progress: bool = True) -> LoadResult:
-    """Load SOURCE (folder or hub id) as model NAME. Atomic; raises CheckpointError/LoadError."""
+                    replace: bool = False, progress: bool = True, kernel: str = "auto") -> LoadResult:
+    """Load SOURCE (folder or hub id) as model NAME with KERNEL (auto, vector or sql).
+    Atomic; raises CheckpointError/LoadError."""
+    if kernel not in KERNELS:
+        raise LoadError(f"unknown kernel {kernel!r}: use one of {', '.join(KERNELS)}")
     t0 = time.perf_counter()
     name = check_model_name(name or default_model_name(source))
     folder = resolve_source(source)
@@ -137,6 +215,7 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
         raise LoadError(f"model {name!r} is already loaded; pass --replace to replace it, or choose another --model")
 
     staging = f"{name}__loading" if exists else name
+    wanted_kernel = kernel
     total = ckpt.n_params()
     bar = _progress(total, f"loading {name}", progress)
     try:
@@ -144,20 +223,21 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
             cur = conn.cursor()
             if model_exists(conn, staging):  # never a committed one: staging names exist only inside loads
                 raise LoadError(f"schema {staging!r} exists; another load of {name!r} is in progress?")
+            kernel, ext_schema, note = choose_kernel(conn, wanted_kernel)
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(staging)))
-            cur.execute(sql.SQL("SET LOCAL search_path = {}, pg_catalog, pg_temp").format(sql.Identifier(staging)))
-            files = sql_files()
+            _set_search_path(cur, staging, ext_schema)
+            files = sql_files(kernel)
             run_sql_file(cur, *files[0])  # 00_tables.sql
-            width = chunk_width(cfg.n_embd)
+            width = chunk_for(kernel, cfg.n_embd)
             cur.execute(
                 "INSERT INTO config (n_layer, n_head, n_embd, n_positions, vocab_size, layer_norm_epsilon,"
-                " chunk, n_params, source, gpt2sql_version) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                " kernel, chunk, n_params, source, gpt2sql_version) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size, cfg.layer_norm_epsilon,
-                 width, total, str(source), __version__))
+                 kernel, width, total, str(source), __version__))
             _copy_tensor_catalog(cur, cfg)
             run_sql_file(cur, *files[1])  # 01_matrices.sql: one partition per tensor of the catalog
             _copy_tokenizer(cur, vocab, merges)
-            _copy_weights(cur, ckpt, width, bar)
+            _copy_weights(cur, ckpt, width, kernel, bar)
             # statistics for the planner from the start; the weight columns need none
             cur.execute("ANALYZE config, vocab, merges, byte_symbols, char_classes, tensors, vectors")
             cur.execute("ANALYZE matrices (name, row, chunk)")
@@ -165,7 +245,7 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
                 cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
                 cur.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
                     sql.Identifier(staging), sql.Identifier(name)))
-            cur.execute(sql.SQL("SET LOCAL search_path = {}, pg_catalog, pg_temp").format(sql.Identifier(name)))
+            _set_search_path(cur, name, ext_schema)
             for fname, text in files[2:]:  # the functions capture this search_path (SET search_path FROM CURRENT)
                 run_sql_file(cur, fname, text)
             cur.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
@@ -175,7 +255,18 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
     finally:
         bar.close()
     _vacuum(conn, name)
-    return LoadResult(name, total, time.perf_counter() - t0, exists)
+    return LoadResult(name, total, time.perf_counter() - t0, exists, kernel, note)
+
+
+def _set_search_path(cur: psycopg.Cursor, schema: str, ext_schema: str | None) -> None:
+    """The search_path every function of the model captures (SET search_path FROM CURRENT): its own
+    schema, pg_catalog, then pgvector's schema for the vector kernel (after pg_catalog, so nothing
+    there can stand in for a built-in), pg_temp last."""
+    parts = [sql.Identifier(schema), sql.Identifier("pg_catalog")]
+    if ext_schema:
+        parts.append(sql.Identifier(ext_schema))
+    parts.append(sql.Identifier("pg_temp"))
+    cur.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.SQL(", ").join(parts)))
 
 
 def _vacuum(conn: psycopg.Connection, name: str) -> None:
@@ -214,7 +305,7 @@ def _copy_tensor_catalog(cur: psycopg.Cursor, cfg: GPT2Config) -> None:
             cp.write_row((tname, layer, list(shape), "vectors" if len(shape) == 1 else "matrices"))
 
 
-def _copy_weights(cur: psycopg.Cursor, ckpt: Checkpoint, width: int, bar) -> None:
+def _copy_weights(cur: psycopg.Cursor, ckpt: Checkpoint, width: int, kernel: str, bar) -> None:
     cfg: GPT2Config = ckpt.config
     with cur.copy("COPY vectors (name, value) FROM STDIN") as vcp:
         for tname, shape in cfg.expected_shapes().items():
@@ -231,7 +322,7 @@ def _copy_weights(cur: psycopg.Cursor, ckpt: Checkpoint, width: int, bar) -> Non
             arr = ckpt.tensor(tname)
             # wte/wpe are [row, embd] already; Conv1D weights are [in, out] -> [out, in]
             by_row = arr if tname in ("wte.weight", "wpe.weight") else np.ascontiguousarray(arr.T)
-            _, batch = matrix_rows(tname, by_row, width)
+            _, batch = matrix_rows(tname, by_row, width, kernel)
             n = by_row.size // width
             for start in range(0, n, ROWS_PER_BATCH):
                 stop = min(n, start + ROWS_PER_BATCH)
@@ -263,11 +354,12 @@ def list_models(conn: psycopg.Connection) -> list[dict]:
     out = []
     for (schema,) in rows:
         r = conn.execute(sql.SQL(
-            "SELECT n_layer, n_head, n_embd, n_positions, n_params, loaded_at, source, "
+            "SELECT n_layer, n_head, n_embd, n_positions, n_params, loaded_at, source,"
+            " coalesce(to_jsonb(c) ->> 'kernel', 'sql'),"  # models loaded before kernels existed
             "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relnamespace = {}::regnamespace)"
-            " FROM {}.config").format(sql.Literal(schema), sql.Identifier(schema))).fetchone()
+            " FROM {}.config AS c").format(sql.Literal(schema), sql.Identifier(schema))).fetchone()
         out.append(dict(name=schema, n_layer=r[0], n_head=r[1], n_embd=r[2], n_positions=r[3],
-                        n_params=r[4], loaded_at=r[5], source=r[6], bytes=int(r[7] or 0)))
+                        n_params=r[4], loaded_at=r[5], source=r[6], kernel=r[7], bytes=int(r[8] or 0)))
     return out
 
 
@@ -291,10 +383,16 @@ def grant_reader(conn: psycopg.Connection, role: str, models: list[str] | None =
     for name in names:
         if not is_model(conn, name):
             raise LoadError(f"no model named {name!r} is loaded")
+    vector_models = [n for n in names if conn.execute(
+        sql.SQL("SELECT kernel = 'vector' FROM {}.config").format(sql.Identifier(n))).fetchone()[0]]
+    ext_schema = pgvector_schema(conn) if vector_models else None
     with conn.transaction():
         for name in names:
             for stmt in ("GRANT USAGE ON SCHEMA {s} TO {r}",
                          "GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {r}",
                          "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}"):
                 conn.execute(sql.SQL(stmt).format(s=sql.Identifier(name), r=sql.Identifier(role)))
+        if ext_schema:  # pgvector's type and operators (its functions are executable by PUBLIC)
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {s} TO {r}").format(
+                s=sql.Identifier(ext_schema), r=sql.Identifier(role)))
     return names

@@ -41,9 +41,11 @@ def cmd_load(args) -> int:
 
     with connect(args.dsn) as conn:
         res = load_checkpoint(conn, args.source, args.model, replace=args.replace,
-                              progress=not args.quiet and sys.stderr.isatty())
+                              progress=not args.quiet and sys.stderr.isatty(), kernel=args.kernel)
+    if res.note:
+        print(f"gpt2sql: {res.note}", file=sys.stderr)
     verb = "replaced" if res.replaced else "loaded"
-    print(f"{verb} model {res.name}: {res.n_params:,} parameters in {res.seconds:.1f} s")
+    print(f"{verb} model {res.name}: {res.n_params:,} parameters in {res.seconds:.1f} s, {res.kernel} kernel")
     return 0
 
 
@@ -55,10 +57,10 @@ def cmd_models(args) -> int:
     if not models:
         print("no models loaded (gpt2sql load SOURCE)")
         return 0
-    print(f"{'name':20} {'layers':>6} {'heads':>5} {'embd':>5} {'params':>14} {'size':>9}  loaded")
+    print(f"{'name':20} {'layers':>6} {'heads':>5} {'embd':>5} {'params':>14} {'size':>9}  {'kernel':6}  loaded")
     for m in models:
         print(f"{m['name']:20} {m['n_layer']:>6} {m['n_head']:>5} {m['n_embd']:>5} {m['n_params']:>14,} "
-              f"{m['bytes'] / 2**20:>7.0f}MB  {m['loaded_at']:%Y-%m-%d %H:%M}")
+              f"{m['bytes'] / 2**20:>7.0f}MB  {m['kernel']:6}  {m['loaded_at']:%Y-%m-%d %H:%M}")
     return 0
 
 
@@ -218,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model (schema) name; default from the source")
     p.add_argument("--replace", action="store_true", help="replace a loaded model of the same name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--kernel", choices=["auto", "vector", "sql"], default="auto",
+                   help="how matrix products are computed: vector = pgvector's inner product (fast), sql = plain "
+                        "SQL on any PostgreSQL; auto (default) = vector where the pgvector extension is installed "
+                        "or can be created, else sql")
     _add_dsn(p)
     p.set_defaults(func=cmd_load)
 

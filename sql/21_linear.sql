@@ -1,69 +1,15 @@
 -- 21_linear.sql: y = x @ W + b, the matrix products that hold nearly all of GPT-2's arithmetic.
 --
 -- linear(x [T][n_in], weight, bias) -> [T][n_out]
---   W lives in the matrices table by output unit: (name, row, chunk) -> w0 .. w{chunk-1}.
---   The input is cut the same way, one row per (position, chunk) with columns x0 .. x{chunk-1}
---   (input_chunks), and each (weight row, input row) pair computes one generated expression
---       w0 * x0 + w1 * x1 + ... + w{chunk-1} * x{chunk-1}
---   summed over the chunks (linear_rows). The functions are generated at load time because the
---   number of columns (config.chunk) is fixed per model. Written plainly, the same product is
---       SELECT t, j, sum(x[t][i] * W[i][j]) ... GROUP BY t, j
---   and tests/test_forward.py checks the results against NumPy.
---
---   linear_rows runs its query with RETURN QUERY, the one way a function's query may use
---   parallel workers (PostgreSQL 14+): the product is then shared between the cores.
-
-DO $do$
-DECLARE
-    w int := (SELECT chunk FROM config);
-BEGIN
-    -- (t, c) -> x0 .. x{chunk-1}: position t's input, chunk c, as columns
-    EXECUTE format($fn$
-CREATE FUNCTION input_chunks(x float8[])
-RETURNS TABLE (t int, c int, %2$s)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path FROM CURRENT
-ROWS 12                                     -- T * chunks; the default guess of 1000 misleads the planner
-AS $body$
-BEGIN
-    RETURN QUERY
-    SELECT r.t, r.c, %3$s
-      FROM row_chunks(x, %1$s) AS r;
-END
-$body$
-$fn$, w,
-        terms('x%1$s float8', w, ', '),
-        terms('r.v[%1$s + 1]', w, ', '));
-
-    -- (t, j) -> y: output unit j at position t, without bias
-    EXECUTE format($fn$
-CREATE FUNCTION linear_rows(x float8[], weight text)
-RETURNS TABLE (t int, j int, y float8)
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path FROM CURRENT
-SET min_parallel_table_scan_size = '1MB'   -- a product over 1 MB of weights is worth two cores
-SET parallel_setup_cost = 100
-SET work_mem = '64MB'                       -- the (t, j) groups of a long prompt stay in memory
-SET jit = off                               -- JIT-compiling the generated expression on every call made
-                                            -- PostgreSQL 15 ~12x slower (README, Benchmarks)
-AS $body$
-BEGIN
-    RETURN QUERY
-    SELECT p.t, p.row, sum(p.y)
-      FROM (SELECT xs.t, m.row,     -- (t, row, chunk) -> one chunk's share of the dot product
-                   unnest(ARRAY[%1$s]) AS y
-              FROM matrices AS m
-              JOIN input_chunks(x) AS xs ON xs.c = m.chunk
-             WHERE m.name = weight) AS p
-     GROUP BY p.t, p.row;
-    -- unnest(ARRAY[...]) is a fence: a subquery with a set-returning function is not merged
-    -- into the outer query, so the products are computed (in the parallel workers) before the
-    -- narrow (t, row, y) rows are summed, instead of wide weight rows reaching the sum.
-END
-$body$
-$fn$, terms('m.w%1$s * xs.x%1$s', w, ' + '));
-END
-$do$;
+--   W lives in the matrices table by output unit (01_matrices.sql). The product itself, for every
+--   position t and output unit j, y[t][j] = sum over i of x[t][i] * W[i][j], is linear_rows(x, weight),
+--   written by the model's kernel, chosen when the model is loaded (config.kernel):
+--     23_kernel_sql.sql     stock PostgreSQL: one generated expression w0*x0 + ... + w255*x255 per
+--                           (weight row, input chunk), summed over the chunks
+--     24_kernel_vector.sql  pgvector: the inner product of each weight row with each input row
+--   Written plainly, the same product is 22_linear_plain.sql (SELECT t, j, sum(x * w) ... GROUP BY
+--   t, j); tests/test_forward.py checks all of them against NumPy.
+--   linear adds the bias and puts the (t, j) -> y rows back into an array.
 
 CREATE FUNCTION linear(x float8[], weight text, bias text)
 RETURNS float8[]
@@ -87,29 +33,3 @@ BEGIN
 END
 $$;
 
--- (name, rows[]) -> [n][n_in]: whole rows of a matrix, e.g. the embeddings of some tokens
-DO $do$
-DECLARE
-    w int := (SELECT chunk FROM config);
-BEGIN
-    EXECUTE format($fn$
-CREATE FUNCTION matrix_rows(weight text, wanted int[])
-RETURNS float8[]
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path FROM CURRENT
-AS $body$
-DECLARE
-    out float8[];
-BEGIN
-    SELECT array_agg(r.v ORDER BY r.ord) INTO out
-      FROM (SELECT q.ord, array_agg(u.e ORDER BY m.chunk, u.i) AS v    -- (ord) -> the row, chunks in order
-              FROM unnest(wanted) WITH ORDINALITY AS q(row, ord)
-              JOIN matrices AS m ON m.name = weight AND m.row = q.row
-             CROSS JOIN LATERAL unnest(ARRAY[%1$s]::float8[]) WITH ORDINALITY AS u(e, i)
-             GROUP BY q.ord) AS r;
-    RETURN out;
-END
-$body$
-$fn$, terms('m.w%1$s', w, ', '));
-END
-$do$;

@@ -1,20 +1,6 @@
 -- 22_linear_plain.sql: the same product as 21_linear.sql, written the way the formula reads.
 --
--- matrix_cells: (name, row, col) -> value, every weight as one row, derived from the wide rows
--- of matrices (no extra storage). For a Conv1D weight, row is the output unit j and col the
--- input i, i.e. value = W[i][j] of the checkpoint; for wte/wpe, row is the token/position.
-DO $do$
-DECLARE
-    w int := (SELECT chunk FROM config);
-BEGIN
-    EXECUTE format($v$
-CREATE VIEW matrix_cells AS
-SELECT m.name, m.row, m.chunk * %1$s + (u.k - 1)::int AS col, u.value
-  FROM matrices AS m
- CROSS JOIN LATERAL unnest(ARRAY[%2$s]::float8[]) WITH ORDINALITY AS u(value, k)
-$v$, w, terms('m.w%1$s', w, ', '));
-END
-$do$;
+-- It reads matrix_cells (01_matrices.sql): (name, row, col) -> value, one row per weight.
 
 -- y[t][j] = sum_i x[t][i] * W[i][j] + b[j], as a join of (position, input) cells with
 -- (output, input) weights. Slow (a row per multiply-add), for reading and for checking:

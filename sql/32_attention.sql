@@ -36,7 +36,7 @@ BEGIN
         SELECT s, h, %5$s
           FROM generate_series(1, array_length(v, 1)) AS s, generate_series(0, %2$s - 1) AS h
     ),
-    scores AS (                 -- (t, h, s) -> q . k / sqrt(D), only for keys s at or before t (causal mask)
+    scores AS MATERIALIZED (    -- (t, h, s) -> q . k / sqrt(D), only for keys s at or before t (causal mask)
         SELECT qs.t, qs.h, ks.s, (%6$s) / sqrt(%1$s) AS score
           FROM qs
           JOIN ks ON ks.h = qs.h AND ks.s <= array_length(k, 1) - array_length(q, 1) + qs.t

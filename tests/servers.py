@@ -50,6 +50,10 @@ def system_server(major: int, root: Path, icu_locale: str | None = "en-US"):
         shutil.chown(data, "postgres")
         shutil.chown(sock, "postgres")
         os.chmod(root, 0o755)
+        for parent in root.parents:  # pytest makes its temporary folders 0700: let postgres through
+            if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
         run_as = ["runuser", "-u", "postgres", "--"]
     args = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
             "--locale=C.UTF-8"]

@@ -26,9 +26,15 @@ def schemas(conn) -> set[str]:
 
 
 def stored_matrix(conn, model: str, name: str) -> np.ndarray:
-    rows = conn.execute(f"SELECT * FROM {model}.matrices WHERE name = %s ORDER BY row, chunk", (name,)).fetchall()
-    n_rows = rows[-1][1] + 1
-    return np.array([r[3:] for r in rows], dtype=np.float64).reshape(n_rows, -1)
+    """A weight matrix read back from the matrices table, [row][input], whatever the kernel's layout."""
+    kernel = conn.execute(f"SELECT kernel FROM {model}.config").fetchone()[0]
+    weights = "w::real[]" if kernel == "vector" else "*"
+    rows = conn.execute(f"SELECT row, chunk, {weights} FROM {model}.matrices WHERE name = %s ORDER BY row, chunk",
+                        (name,)).fetchall()
+    n_rows = rows[-1][0] + 1
+    if kernel == "vector":
+        return np.array([r[2] for r in rows], dtype=np.float64).reshape(n_rows, -1)
+    return np.array([r[2 + 3:] for r in rows], dtype=np.float64).reshape(n_rows, -1)
 
 
 def test_every_tensor_matches_the_file(main_dsn, tiny_ckpt):

@@ -1,0 +1,191 @@
+"""Choosing the kernel at load time: auto takes pgvector where it is installed or can be created,
+--kernel vector without pgvector is refused before anything is written, and a vector model works
+wherever the extension lives (any schema, a reader role). Parity of each kernel with NumPy is in
+test_forward.py, test_generate.py and test_trace.py, which run on every (server, kernel)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+import reference_gpt2 as ref
+from conftest import SERVERS, ensure_model
+from gpt2sql.loader.load import LoadError, load_checkpoint
+from gpt2sql.loader.source import CheckpointError
+from reference_tokenizer import encode
+
+CLI = [sys.executable, "-m", "gpt2sql.cli"]
+WITH_PGVECTOR = [s for s in SERVERS if s == "pg18"]      # the embedded server ships pgvector
+WITHOUT_PGVECTOR = [s for s in SERVERS if s == "pg15"]   # Debian's PostgreSQL 15 here has none
+
+
+def other_database(dsn: str, name: str) -> str:
+    return make_conninfo(**{**conninfo_to_dict(dsn), "dbname": name})
+
+
+@pytest.fixture()
+def fresh_db(request, _server_registry):
+    """A new, empty database on the server named by the test's ``server`` parameter; dropped after."""
+    admin_dsn = _server_registry(request.node.callspec.params["server"])
+    name = f"k_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield other_database(admin_dsn, name)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def schemas(conn) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
+
+
+def has_pgvector(conn) -> bool:
+    return conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is not None
+
+
+@pytest.mark.parametrize("server", WITHOUT_PGVECTOR)
+def test_vector_kernel_without_pgvector_is_refused_before_anything_is_written(server, fresh_db, tiny_ckpt):
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        before = schemas(conn)
+        with pytest.raises(LoadError) as err:
+            load_checkpoint(conn, str(tiny_ckpt), "v", kernel="vector", progress=False)
+        assert schemas(conn) == before
+    message = str(err.value)
+    assert "does not have the pgvector extension" in message
+    assert "postgresql-15-pgvector" in message and "pgvector/pgvector" in message
+    assert "--kernel sql" in message
+    # the CLI says the same, with no traceback
+    out = subprocess.run(CLI + ["load", str(tiny_ckpt), "--model", "v", "--kernel", "vector", "--dsn", fresh_db],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "pgvector" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("server", WITHOUT_PGVECTOR)
+def test_auto_falls_back_to_the_sql_kernel_and_says_why(server, fresh_db, tiny_ckpt):
+    out = subprocess.run(CLI + ["load", str(tiny_ckpt), "--model", "a", "--dsn", fresh_db],
+                         capture_output=True, text=True, check=True)
+    assert "sql kernel" in out.stdout
+    assert "using the sql kernel" in out.stderr and "pgvector" in out.stderr
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        assert conn.execute("SELECT kernel, chunk FROM a.config").fetchone() == ("sql", 64)
+
+
+@pytest.mark.parametrize("server", WITH_PGVECTOR)
+def test_auto_creates_pgvector_and_stores_whole_rows_in_line(server, fresh_db, tiny_ckpt):
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        assert not has_pgvector(conn)
+        res = load_checkpoint(conn, str(tiny_ckpt), "a", progress=False)
+        assert res.kernel == "vector" and res.note is None and has_pgvector(conn)
+        assert conn.execute("SELECT kernel, chunk FROM a.config").fetchone() == ("vector", 64)
+        # every partition keeps its vectors in the row (PLAIN), not out of line in TOAST
+        storage = conn.execute("""
+            SELECT DISTINCT a.attstorage FROM pg_inherits i JOIN pg_attribute a ON a.attrelid = i.inhrelid
+             WHERE i.inhparent = 'a.matrices'::regclass AND a.attname = 'w'""").fetchall()
+        assert storage == [("p",)]
+        # mlp.c_proj has 4 * n_embd inputs: four chunks of n_embd per output unit
+        assert conn.execute("SELECT count(*), max(chunk) FROM a.matrices WHERE name = 'h.0.mlp.c_proj.weight'"
+                            ).fetchone() == (64 * 4, 3)
+    out = subprocess.run(CLI + ["models", "--dsn", fresh_db], capture_output=True, text=True, check=True)
+    assert "kernel" in out.stdout.splitlines()[0] and " vector " in out.stdout.splitlines()[1]
+
+
+@pytest.mark.parametrize("server", WITH_PGVECTOR)
+def test_a_failed_load_takes_back_the_extension_it_created(server, fresh_db, tiny_ckpt, tmp_path):
+    """NaN weights are found while copying, after CREATE EXTENSION: the rollback takes both back."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_ckpt, bad)
+    tensors = load_file(str(bad / "model.safetensors"))
+    tensors["h.1.mlp.c_proj.weight"][3, 5] = np.nan
+    save_file(tensors, str(bad / "model.safetensors"))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        with pytest.raises((CheckpointError, LoadError), match="NaN/Inf"):
+            load_checkpoint(conn, str(bad), "a", kernel="vector", progress=False)
+        assert not has_pgvector(conn) and "a" not in schemas(conn)
+
+
+@pytest.mark.parametrize("server", WITH_PGVECTOR)
+def test_a_role_that_cannot_create_pgvector(server, fresh_db, tiny_ckpt):
+    """pgvector is available but not installed, and the loading role is no superuser: vector is refused
+    saying whom to ask, auto falls back to sql; once a superuser installs it, auto takes vector."""
+    role = f"loader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT CREATE ON DATABASE {conninfo_to_dict(fresh_db)['dbname']} TO {role}")
+    as_role = make_conninfo(fresh_db, user=role)
+    try:
+        with psycopg.connect(as_role, autocommit=True) as conn:
+            with pytest.raises(LoadError, match="ask a superuser to run CREATE EXTENSION vector"):
+                load_checkpoint(conn, str(tiny_ckpt), "v", kernel="vector", progress=False)
+            res = load_checkpoint(conn, str(tiny_ckpt), "a", progress=False)
+            assert res.kernel == "sql" and "cannot install it" in res.note
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")
+        with psycopg.connect(as_role, autocommit=True) as conn:
+            assert load_checkpoint(conn, str(tiny_ckpt), "v", kernel="vector", progress=False).kernel == "vector"
+            tokens = [r[0] for r in conn.execute("SELECT token FROM v.generate('Hello, my name is', 5)")]
+        cfg, params = ref.load(tiny_ckpt)
+        assert tokens == ref.greedy(encode("Hello, my name is"), 5, cfg, params)
+    finally:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS a, v CASCADE")
+            conn.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("server", WITH_PGVECTOR)
+def test_pgvector_in_its_own_schema_and_a_reader_role(server, fresh_db, tiny_ckpt):
+    """The model's functions find pgvector wherever it was installed, whatever the caller's search_path,
+    and grant-reader lets a reader role use its type and operators."""
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA vec")
+        conn.execute("REVOKE ALL ON SCHEMA vec FROM PUBLIC")
+        conn.execute("CREATE EXTENSION vector SCHEMA vec")
+        assert load_checkpoint(conn, str(tiny_ckpt), "m", kernel="vector", progress=False).kernel == "vector"
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        subprocess.run(CLI + ["grant-reader", role, "--dsn", fresh_db], check=True, capture_output=True)
+        with psycopg.connect(make_conninfo(fresh_db, user=role), autocommit=True) as conn:
+            conn.execute("SET search_path = pg_catalog")
+            tokens = [r[0] for r in conn.execute("SELECT token FROM m.generate('Hello, my name is', 5)")]
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM m.matrices")
+        cfg, params = ref.load(tiny_ckpt)
+        assert tokens == ref.greedy(encode("Hello, my name is"), 5, cfg, params)
+    finally:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_unknown_kernel_is_refused(main_dsn, tiny_ckpt):
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        with pytest.raises(LoadError, match="unknown kernel 'gpu'"):
+            load_checkpoint(conn, str(tiny_ckpt), "k", kernel="gpu", progress=False)
+    out = subprocess.run(CLI + ["load", str(tiny_ckpt), "--kernel", "gpu", "--dsn", main_dsn],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "invalid choice: 'gpu'" in out.stderr
+
+
+@pytest.mark.parametrize("server", WITH_PGVECTOR)
+def test_both_kernels_side_by_side_give_numpys_greedy_continuation(server, _server_registry, tiny_ckpt):
+    dsn = _server_registry(server)
+    cfg, params = ref.load(tiny_ckpt)
+    want = ref.greedy(encode("The database said"), 12, cfg, params)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for kernel in ("vector", "sql"):
+            model = ensure_model(dsn, tiny_ckpt, f"tiny_{kernel}", kernel)
+            assert conn.execute(f"SELECT kernel FROM {model}.config").fetchone()[0] == kernel
+            got = [r[0] for r in conn.execute(f"SELECT token FROM {model}.generate('The database said', 12)")]
+            assert got == want, kernel
