@@ -92,14 +92,17 @@ The first four of the 64 dimensions:""",
  WHERE trace_id = :t AND dimension < 4
  ORDER BY position, dimension;""",
      """\
-`token_value + position_value = value` on every row. The weights themselves are rows too: the
-`matrices` table stores `wte` by token id, 64 values per row as columns `w0 .. w63`. The first
-four weights of the token at position 0 are the first four `token_value`s above:"""),
+`token_value + position_value = value` on every row. The weights themselves are rows too:
+`matrix_cells` shows every weight matrix one value per row, `(name, row, col) -> value`; `wte` has a
+row per token id. (Underneath, the `matrices` table stores each row of weights in the layout of the
+model's kernel: `real` columns `w0 .. w63` for the sql kernel, which the demo model uses, or one
+pgvector `vector` for the vector kernel.) The first four weights of the token at position 0 are the first four `token_value`s above:"""),
 
-    ("", "", """SELECT row AS token, round(w0::numeric, 4) AS w0, round(w1::numeric, 4) AS w1,
-       round(w2::numeric, 4) AS w2, round(w3::numeric, 4) AS w3
-  FROM matrices
- WHERE name = 'wte.weight' AND row = (SELECT token FROM trace_tokens WHERE trace_id = :t AND position = 0);""", ""),
+    ("", "", """SELECT row AS token, col, round(value::numeric, 4) AS value
+  FROM matrix_cells
+ WHERE name = 'wte.weight' AND col < 4
+   AND row = (SELECT token FROM trace_tokens WHERE trace_id = :t AND position = 0)
+ ORDER BY col;""", ""),
 
     ("4. Layer norm", """\
 Each block starts by normalising every position's vector: subtract its mean, divide by its
@@ -280,7 +283,7 @@ def load_demo(dsn: str) -> None:
     """The model `gpt2sql demo` loads: tiny, random, seed 0."""
     with tempfile.TemporaryDirectory() as tmp, connect(dsn) as conn:
         folder = write_random_checkpoint(Path(tmp) / "tiny-random", "tiny", seed=0)
-        load_checkpoint(conn, str(folder), "demo", replace=True, progress=False)
+        load_checkpoint(conn, str(folder), "demo", replace=True, progress=False, kernel="sql")
 
 
 def main(argv: list[str] | None = None) -> int:

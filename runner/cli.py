@@ -121,7 +121,8 @@ def cmd_demo(args) -> int:
         if not is_model(client.connection, "demo"):
             folder = write_random_checkpoint(data_home() / "checkpoints" / "tiny-random", "tiny", seed=0)
             print(f"loading a tiny GPT-2 with random weights from {folder} as model 'demo' ...")
-            load_checkpoint(client.connection, str(folder), "demo", progress=False)
+            # the sql kernel: exact float64 products, the same numbers as docs/walkthrough.md
+            load_checkpoint(client.connection, str(folder), "demo", progress=False, kernel="sql")
         model = client.model("demo")
         prompt = "The database said"
         print(f"tokens of {prompt!r}: {model.tokenize(prompt)}")

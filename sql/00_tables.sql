@@ -9,7 +9,7 @@ CREATE TABLE config (
     n_positions        int     NOT NULL,  -- context length
     vocab_size         int     NOT NULL,  -- 50257
     layer_norm_epsilon float8  NOT NULL,
-    kernel             text    NOT NULL CHECK (kernel IN ('sql', 'vector')),  -- how products are computed (21_linear.sql)
+    kernel             text    NOT NULL CHECK (kernel IN ('sql', 'vector')),  -- how products are computed: 21_linear.sql
     chunk              int     NOT NULL,  -- weights per row of the matrices table (divides n_embd)
     n_params           bigint  NOT NULL,
     source             text    NOT NULL,

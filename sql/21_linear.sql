@@ -4,9 +4,9 @@
 --   W lives in the matrices table by output unit (01_matrices.sql). The product itself, for every
 --   position t and output unit j, y[t][j] = sum over i of x[t][i] * W[i][j], is linear_rows(x, weight),
 --   written by the model's kernel, chosen when the model is loaded (config.kernel):
---     23_kernel_sql.sql     stock PostgreSQL: one generated expression w0*x0 + ... + w255*x255 per
---                           (weight row, input chunk), summed over the chunks
---     24_kernel_vector.sql  pgvector: the inner product of each weight row with each input row
+--     23_linear_kernel_sql.sql     stock PostgreSQL: one generated expression w0*x0 + ... + w255*x255
+--                                  per (weight row, input chunk), summed over the chunks
+--     24_linear_kernel_vector.sql  pgvector: the inner product of each weight row with each input row
 --   Written plainly, the same product is 22_linear_plain.sql (SELECT t, j, sum(x * w) ... GROUP BY
 --   t, j); tests/test_forward.py checks all of them against NumPy.
 --   linear adds the bias and puts the (t, j) -> y rows back into an array.

@@ -27,11 +27,11 @@ $$;
 CREATE FUNCTION forward(tokens int[], cache kv[], OUT logits float8[], OUT present kv[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-SET jit = off                   -- for every stage below; see 21_linear.sql
+SET jit = off                   -- for every stage below; see 23_linear_kernel_sql.sql
 AS $$
 DECLARE
     n_layer int := (SELECT c.n_layer FROM config AS c);
-    past    int := coalesce(array_length((cache[1]).k, 1), 0);
+    past    int := coalesce(kv_positions(cache[1]), 0);
     t       int := cardinality(tokens);
     x       float8[];
     out     record;

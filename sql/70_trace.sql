@@ -241,7 +241,7 @@ CREATE FUNCTION trace(tokens int[], keep interval DEFAULT '1 day')
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path FROM CURRENT
-SET jit = off                   -- as forward(); see 21_linear.sql
+SET jit = off                   -- as forward(); see 23_linear_kernel_sql.sql
 AS $$
 DECLARE
     n_layer int := (SELECT c.n_layer FROM config AS c);
@@ -273,7 +273,7 @@ BEGIN
                 trace_store(id, 'v', layer, h[1:t][2 * c + 1:3 * c]);
         PERFORM trace_attention_weights(id, layer);                                      -- (head, t, s) -> weight
         h := trace_store(id, 'attn_heads', layer,                                        -- [T][C]
-                         attention(h[1:t][1:c], h[1:t][c + 1:2 * c], h[1:t][2 * c + 1:3 * c]));
+                         attention(h[1:t][1:c], kv_append(NULL, h[1:t][c + 1:2 * c], h[1:t][2 * c + 1:3 * c])));
         h := trace_store(id, 'attn_out', layer,                                          -- [T][C]
                          linear(h, pre || 'attn.c_proj.weight', pre || 'attn.c_proj.bias'));
         x := trace_store(id, 'residual_attn', layer, add(x, h));                         -- [T][C]

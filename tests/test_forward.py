@@ -90,3 +90,24 @@ def test_fast_product_equals_the_plain_one(tiny, tiny_ckpt, weight, bias, n_in):
     assert np.max(np.abs(fast - want)) < fast_tol
     assert np.max(np.abs(plain - want)) < 1e-12
     assert cell == (w[5, 3] if weight == "wte.weight" else w[3, 5])
+
+
+VECTOR_TARGETS = [t for t in __import__("conftest").TARGETS if t[1] == "vector"]
+
+
+@pytest.mark.skipif(os.environ.get("GPT2SQL_TEST_124M", "1") == "0",
+                    reason="GPT2SQL_TEST_124M=0 set: the 124M-shaped parity test was deselected on purpose")
+@pytest.mark.parametrize("server", sorted({s for s, _ in VECTOR_TARGETS}))
+def test_124m_vector_kernel_greedy_continuation_equals_numpy(server, _server_registry, ckpt_124m):
+    """float32 inner products change no greedy choice on the 124M shape: generate() with the KV cache
+    gives the tokens NumPy's float64 loop gives (the sql kernel's equality is exact; see test_generate)."""
+    dsn = _server_registry(server)
+    model = ensure_model(dsn, ckpt_124m, kernel_model_name("m124_test", "vector"), "vector")
+    cfg, params = ref.load(ckpt_124m)
+    prompt = PROMPTS[7]
+    want = ref.greedy(prompt, 6, cfg, params)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        text = conn.execute(f"SELECT {model}.detokenize(%s)", (prompt,)).fetchone()[0]
+        assert conn.execute(f"SELECT {model}.tokenize(%s)", (text,)).fetchone()[0] == prompt
+        got = [r[0] for r in conn.execute(f"SELECT token FROM {model}.generate(%s, 6)", (text,))]
+    assert got == want

@@ -80,7 +80,8 @@ def _wait_for_backends_gone(conn, application_name: str, timeout: float = 30) ->
 
 @pytest.mark.parametrize("kill_after", [0.5, 2.0, 5.0])
 def test_sigkilled_load_leaves_previous_model_and_no_stray_objects(main_dsn, tiny_ckpt, ckpt_124m, kill_after):
-    """A 124M load (~10 s) replacing a loaded model, killed with SIGKILL mid-way."""
+    """A 124M load replacing a loaded model, killed with SIGKILL mid-way (the sql kernel's load, 10-30 s
+    here; the vector kernel's takes ~5 s, too short to hit mid-way at 5 s)."""
     with psycopg.connect(main_dsn, autocommit=True) as conn:
         load = gpt2sql.loader.load.load_checkpoint
         load(conn, str(tiny_ckpt), "victim", replace=True, progress=False)
@@ -88,7 +89,7 @@ def test_sigkilled_load_leaves_previous_model_and_no_stray_objects(main_dsn, tin
         before = conn.execute("SELECT loaded_at, n_params FROM victim.config").fetchone()
         env = dict(os.environ, PGAPPNAME="gpt2sql_killed_load")
         proc = subprocess.Popen(CLI + ["load", str(ckpt_124m), "--model", "victim", "--replace", "--quiet",
-                                       "--dsn", main_dsn], env=env)
+                                       "--kernel", "sql", "--dsn", main_dsn], env=env)
         time.sleep(kill_after)
         assert proc.poll() is None, "the load finished before it could be killed"
         proc.send_signal(signal.SIGKILL)

@@ -1,19 +1,34 @@
--- 32_attention.sql: causal multi-head self-attention
+-- 32_attention_kernel_sql.sql: causal multi-head self-attention and the KV cache, sql kernel
+-- (32_attention_kernel_vector.sql is the same with pgvector)
 --
---   attention(q [T][C], k [S][C], v [S][C]) -> [T][C]
+--   attention(q [T][C], cache kv) -> [T][C], where cache holds the keys k [S][C] and values v [S][C]
 --   per head h (columns h*D+1 .. h*D+D, D = C / n_head):
 --     out_h = softmax(q_h k_h^T / sqrt(D) + causal mask) v_h
 --   The T queries are the last T of the S positions (S > T when earlier keys and values come
 --   from the KV cache), so query t sees keys s <= S - T + t.
 --   Queries, keys and values are cut into one row per (position, head) with D columns, and the
 --   dot product q_h . k_h is one generated expression per pair (q0*k0 + ... + q{D-1}*k{D-1}).
+
+-- The keys and values of one layer for every position seen so far: k, v are [S][C].
+CREATE TYPE kv AS (k float8[], v float8[]);
+
+-- the cache extended by the keys and values [T][C] of T new positions
+CREATE FUNCTION kv_append(past kv, k float8[], v float8[]) RETURNS kv
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ROW(array_cat(past.k, k), array_cat(past.v, v))::kv;
+
+-- positions held in the cache (0 for none)
+CREATE FUNCTION kv_positions(cache kv) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce(array_length(cache.k, 1), 0);
+
 DO $do$
 DECLARE
     d int := (SELECT n_embd / n_head FROM config);
     h int := (SELECT n_head FROM config);
 BEGIN
     EXECUTE format($fn$
-CREATE FUNCTION attention(q float8[], k float8[], v float8[])
+CREATE FUNCTION attention(q float8[], cache kv)
 RETURNS float8[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
@@ -22,6 +37,8 @@ SET jit = off                              -- compiling it costs more than it sa
 SET work_mem = '64MB'                      -- keys, values and scores of a 1,024-position context stay in memory
 AS $body$
 DECLARE
+    k   float8[] := cache.k;  -- [S][C]
+    v   float8[] := cache.v;  -- [S][C]
     out float8[];
 BEGIN
     WITH qs AS MATERIALIZED (   -- (t, h) -> q0 .. q{D-1}: query of position t, head h

@@ -1,5 +1,5 @@
--- 23_kernel_sql.sql: the sql kernel, linear_rows and matrix_rows on stock PostgreSQL (no extension).
--- Created for models loaded with --kernel sql; 24_kernel_vector.sql has the same functions for pgvector.
+-- 23_linear_kernel_sql.sql: the sql kernel, linear_rows and matrix_rows on stock PostgreSQL (no extension).
+-- Created for models loaded with --kernel sql; 24_linear_kernel_vector.sql has the same functions for pgvector.
 --
 -- linear_rows(x [T][n_in], weight) -> (t, j) -> y = sum over i of x[t][i] * W[i][j]
 --   The weights are rows of 256 real columns (01_matrices.sql). The input is cut the same way, one
@@ -16,7 +16,9 @@ DO $do$
 DECLARE
     w int := (SELECT chunk FROM config);
 BEGIN
-    -- (t, c) -> x0 .. x{chunk-1}: position t's input, chunk c, as columns
+    -- (t, c) -> x0 .. x{chunk-1}: position t's input, chunk c, as columns. PL/pgSQL, so that the
+    -- planner sees a parallel-safe function scan and gives the product to two workers (inlined as
+    -- SQL, its LATERAL sub-query kept the plan in one process).
     EXECUTE format($fn$
 CREATE FUNCTION input_chunks(x float8[])
 RETURNS TABLE (t int, c int, %2$s)

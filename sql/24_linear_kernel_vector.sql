@@ -1,6 +1,6 @@
--- 24_kernel_vector.sql: the vector kernel, linear_rows and matrix_rows with pgvector.
+-- 24_linear_kernel_vector.sql: the vector kernel, linear_rows and matrix_rows with pgvector.
 -- Created for models loaded with --kernel vector (the default where the extension is available);
--- 23_kernel_sql.sql has the same functions in plain SQL.
+-- 23_linear_kernel_sql.sql has the same functions in plain SQL.
 --
 -- linear_rows(x [T][n_in], weight) -> (t, j) -> y = sum over i of x[t][i] * W[i][j]
 --   Each weight row is a pgvector vector of n_embd floats (01_matrices.sql); the input is cut the
@@ -8,7 +8,7 @@
 --   rows, summed over the chunks (one chunk, except for mlp.c_proj's 4 * n_embd inputs):
 --       y[t][j] = sum over c of  -(W[j, c] <#> x[t, c])
 --   (<#> is the negative inner product, so that an index can sort by it; we only negate it.)
---   pgvector computes in float32: the logits differ from float64 NumPy by ~1e-5 (README).
+--   pgvector computes in float32: the logits differ from float64 NumPy by ~1e-6 (README, Kernels).
 
 -- (t, c) -> v: position t's input, chunk c, as a vector of config.chunk floats
 CREATE FUNCTION input_vectors(x float8[])

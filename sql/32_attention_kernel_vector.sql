@@ -1,0 +1,97 @@
+-- 32_attention_kernel_vector.sql: causal multi-head self-attention and the KV cache, vector kernel
+-- (32_attention_kernel_sql.sql is the same in plain SQL)
+--
+--   attention(q [T][C], cache kv) -> [T][C]
+--   per head h (D = C / n_head dimensions):
+--     out_h = softmax(q_h k_h^T / sqrt(D) + causal mask) v_h
+--   The T queries are the last T of the S cached positions, so query t sees keys s <= S - T + t.
+--
+--   The cache keeps every (position, head) key and value as a pgvector vector of D floats, so a
+--   new token unnests the cache into rows instead of cutting [S][C] arrays again (the sql kernel's
+--   cost at long contexts). q_h . k_h is pgvector's inner product; the weighted sum of values is
+--   sum over s of v_h[s] * a[s] (pgvector's element-wise * and sum), all in float32.
+
+-- The keys and values of one layer for every position seen so far, in position-major order:
+-- k[s * n_head + h + 1] = key of position s (from 0), head h, as a vector of D floats; v likewise.
+CREATE TYPE kv AS (k vector[], v vector[]);
+
+-- (t, h) -> x_h[t]: position t's row of x [T][C] cut into n_head vectors of D floats
+CREATE FUNCTION head_vectors(x float8[])
+RETURNS TABLE (t int, h int, v vector)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+ROWS 12
+BEGIN ATOMIC
+    SELECT r.t, r.c, r.v::vector
+      FROM row_chunks(x, (SELECT cf.n_embd / cf.n_head FROM config AS cf)) AS r;
+END;
+
+-- the cache extended by the keys and values [T][C] of T new positions
+CREATE FUNCTION kv_append(past kv, k float8[], v float8[]) RETURNS kv
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+BEGIN ATOMIC
+    SELECT ROW(coalesce(past.k, '{}') || (SELECT array_agg(hk.v ORDER BY hk.t, hk.h) FROM head_vectors(k) AS hk),
+               coalesce(past.v, '{}') || (SELECT array_agg(hv.v ORDER BY hv.t, hv.h) FROM head_vectors(v) AS hv))::kv;
+END;
+
+-- positions held in the cache (0 for none)
+CREATE FUNCTION kv_positions(cache kv) RETURNS int
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+RETURN coalesce(cardinality(cache.k) / (SELECT cf.n_head FROM config AS cf), 0);
+
+CREATE FUNCTION attention(q float8[], cache kv)
+RETURNS float8[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+SET jit = off
+SET work_mem = '64MB'                      -- keys, values and scores of a 1,024-position context stay in memory
+AS $$
+DECLARE
+    n_head int := (SELECT cf.n_head FROM config AS cf);
+    d      int := (SELECT cf.n_embd / cf.n_head FROM config AS cf);
+    t_new  int := array_length(q, 1);             -- T queries
+    s_all  int := cardinality(cache.k) / n_head;  -- S positions in the cache, the T new ones last
+    out    float8[];
+BEGIN
+    WITH qs AS MATERIALIZED (   -- (t, h) -> q: query of position t (from 1), head h
+        SELECT * FROM head_vectors(q)
+    ),
+    ks AS (                     -- (s, h) -> k: key of position s (from 1), head h
+        SELECT ((u.i - 1) / n_head + 1)::int AS s, ((u.i - 1) % n_head)::int AS h, u.k
+          FROM unnest(cache.k) WITH ORDINALITY AS u(k, i)
+    ),
+    vs AS (                     -- (s, h) -> v: value of position s, head h
+        SELECT ((u.i - 1) / n_head + 1)::int AS s, ((u.i - 1) % n_head)::int AS h, u.v
+          FROM unnest(cache.v) WITH ORDINALITY AS u(v, i)
+    ),
+    scores AS MATERIALIZED (    -- (t, h, s) -> q . k / sqrt(D), only for keys s at or before t (causal mask)
+        SELECT qs.t, qs.h, ks.s, -(qs.v <#> ks.k) / sqrt(d) AS score
+          FROM qs
+          JOIN ks ON ks.h = qs.h AND ks.s <= s_all - t_new + qs.t
+    ),
+    exps AS (                   -- (t, h, s) -> exp(score - max score of the row): softmax numerators
+        SELECT sc.t, sc.h, sc.s, exp(sc.score - max(sc.score) OVER (PARTITION BY sc.t, sc.h)) AS e
+          FROM scores AS sc
+    ),
+    weights AS (                -- (t, h, s) -> attention weight: softmax over s
+        SELECT ex.t, ex.h, ex.s, ex.e / sum(ex.e) OVER (PARTITION BY ex.t, ex.h) AS a
+          FROM exps AS ex
+    ),
+    heads AS (                  -- (t, h) -> out_h: the values weighted by the attention weights, summed
+        SELECT w.t, w.h, sum(vs.v * array_fill(w.a, ARRAY[d])::vector) AS o
+          FROM weights AS w
+          JOIN vs ON vs.s = w.s AND vs.h = w.h
+         GROUP BY w.t, w.h
+    ),
+    merged AS (                 -- (t) -> the heads side by side: [C]
+        SELECT hd.t, array_agg(u.e ORDER BY hd.h, u.j) AS v
+          FROM heads AS hd
+         CROSS JOIN LATERAL unnest(hd.o::real[]::float8[]) WITH ORDINALITY AS u(e, j)
+         GROUP BY hd.t
+    )
+    SELECT array_agg(m.v ORDER BY m.t) INTO out FROM merged AS m;
+    RETURN out;
+END
+$$;
