@@ -16,25 +16,18 @@ DO $do$
 DECLARE
     w int := (SELECT chunk FROM config);
 BEGIN
-    -- (t, c) -> x0 .. x{chunk-1}: position t's input, chunk c, as columns. PL/pgSQL, so that the
-    -- planner sees a parallel-safe function scan and gives the product to two workers (inlined as
-    -- SQL, its LATERAL sub-query kept the plan in one process).
+    -- (t, c) -> x0 .. x{chunk-1}: position t's input, chunk c, as columns
+    EXECUTE format('CREATE TYPE input_chunk AS (t int, c int, %s)', terms('x%1$s float8', w, ', '));
     EXECUTE format($fn$
 CREATE FUNCTION input_chunks(x float8[])
-RETURNS TABLE (t int, c int, %2$s)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path FROM CURRENT
+RETURNS SETOF input_chunk
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 ROWS 12                                     -- T * chunks; the default guess of 1000 misleads the planner
-AS $body$
-BEGIN
-    RETURN QUERY
-    SELECT r.t, r.c, %3$s
+BEGIN ATOMIC
+    SELECT r.t, r.c, %2$s
       FROM row_chunks(x, %1$s) AS r;
 END
-$body$
-$fn$, w,
-        terms('x%1$s float8', w, ', '),
-        terms('r.v[%1$s + 1]', w, ', '));
+$fn$, w, terms('r.v[%1$s + 1]', w, ', '));
 
     -- (t, j) -> y: output unit j at position t, without bias
     EXECUTE format($fn$
@@ -48,13 +41,17 @@ SET work_mem = '64MB'                       -- the (t, j) groups of a long promp
 SET jit = off                               -- JIT-compiling the generated expression on every call made
                                             -- PostgreSQL 15 ~12x slower (README, Benchmarks)
 AS $body$
+DECLARE
+    -- the input cut once, here, and handed to the parallel workers as a value: as a function
+    -- scan inside the query, each worker planned and ran input_chunks again (~6 ms a product)
+    xs input_chunk[] := ARRAY(SELECT i FROM input_chunks(x) AS i);
 BEGIN
     RETURN QUERY
     SELECT p.t, p.row, sum(p.y)
       FROM (SELECT xs.t, m.row,     -- (t, row, chunk) -> one chunk's share of the dot product
                    unnest(ARRAY[%1$s]) AS y
               FROM matrices AS m
-              JOIN input_chunks(x) AS xs ON xs.c = m.chunk
+              JOIN unnest(xs) AS xs ON xs.c = m.chunk
              WHERE m.name = weight) AS p
      GROUP BY p.t, p.row;
     -- unnest(ARRAY[...]) is a fence: a subquery with a set-returning function is not merged
