@@ -43,11 +43,15 @@ BEGIN
          WHERE m.name = weight;
     ELSE                                        -- mlp.c_proj's 4 * n_embd inputs: summed over the chunks
         RETURN QUERY
-        SELECT xs.t, m.row, sum(-(m.w <#> xs.v))
-          FROM matrices AS m
-          JOIN input_vectors(x) AS xs ON xs.c = m.chunk
-         WHERE m.name = weight
-         GROUP BY xs.t, m.row;
+        SELECT p.t, p.row, sum(p.y)
+          FROM (SELECT xs.t, m.row, -(m.w <#> xs.v) AS y   -- (t, row, chunk) -> one chunk's inner product
+                  FROM matrices AS m
+                  JOIN input_vectors(x) AS xs ON xs.c = m.chunk
+                 WHERE m.name = weight
+                OFFSET 0) AS p
+         GROUP BY p.t, p.row;
+        -- OFFSET 0 keeps the sub-query whole: the sum then groups narrow (t, row, y) rows; with the
+        -- inner product inside sum(), the wide vectors reached the aggregate, which spilled to disk.
     END IF;
 END
 $$;
