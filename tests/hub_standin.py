@@ -1,0 +1,77 @@
+"""A local stand-in for the Hugging Face hub: the few HTTP requests huggingface_hub makes to
+download a model repository (repository info, its file tree, HEAD and GET of each file under
+/resolve/), answered from files in memory on 127.0.0.1. Tests point the client at it with
+HF_ENDPOINT; every request is logged so they can check what was fetched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlparse
+
+
+class Hub:
+    def __init__(self, repos: dict[str, dict[str, bytes]]):
+        self.repos = repos                                  # repo id -> file name -> content
+        self.commits = {r: hashlib.sha1(r.encode()).hexdigest() for r in repos}
+        self.log: list[tuple[str, str]] = []                # (method, path)
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):                   # quiet
+                pass
+
+            def do_GET(self):
+                hub._answer(self, head=False)
+
+            def do_HEAD(self):
+                hub._answer(self, head=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def downloads(self) -> list[str]:
+        """Paths of the files fetched with GET (not the API calls)."""
+        return [p for m, p in self.log if m == "GET" and "/resolve/" in p]
+
+    @staticmethod
+    def _send(h, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False) -> None:
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if not head:
+            h.wfile.write(body)
+
+    def _answer(self, h, head: bool) -> None:
+        path = unquote(urlparse(h.path).path)
+        self.log.append(("HEAD" if head else "GET", path))
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "models"] and len(parts) >= 6:     # /api/models/{owner}/{name}/(revision|tree)/{rev}
+            repo, kind = "/".join(parts[2:4]), parts[4]
+            if repo not in self.repos:
+                return self._send(h, 404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
+            files = self.repos[repo]
+            if kind == "tree":
+                body = [{"type": "file", "path": n, "size": len(d), "oid": hashlib.sha1(d).hexdigest()}
+                        for n, d in sorted(files.items())]
+            else:
+                body = {"id": repo, "modelId": repo, "sha": self.commits[repo], "private": False, "tags": [],
+                        "siblings": [{"rfilename": n} for n in sorted(files)]}
+            return self._send(h, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        if len(parts) >= 5 and parts[2] == "resolve":                 # /{owner}/{name}/resolve/{rev}/{file}
+            repo, name = "/".join(parts[:2]), "/".join(parts[4:])
+            if repo not in self.repos or name not in self.repos[repo]:
+                return self._send(h, 404, b"", {"X-Error-Code": "EntryNotFound"}, head)
+            data = self.repos[repo][name]
+            return self._send(h, 200, data, {"X-Repo-Commit": self.commits[repo],
+                                             "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, head)
+        return self._send(h, 404, b"", {}, head)
