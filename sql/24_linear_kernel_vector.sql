@@ -10,6 +10,17 @@
 --   (<#> is the negative inner product, so that an index can sort by it; we only negate it.)
 --   pgvector computes in float32: the logits differ from float64 NumPy by ~1e-6 (README, Kernels).
 
+-- (t, c) -> v: row_chunks(x, width) as pgvector vectors; the products cut their input by
+-- config.chunk, attention (32_attention_kernel_vector.sql) by head
+CREATE FUNCTION row_vectors(x float8[], width int)
+RETURNS TABLE (t int, c int, v vector)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+ROWS 12
+BEGIN ATOMIC
+    SELECT r.t, r.c, r.v::vector FROM row_chunks(x, width) AS r;
+END;
+
 -- (t, c) -> v: position t's input, chunk c, as a vector of config.chunk floats
 CREATE FUNCTION input_vectors(x float8[])
 RETURNS TABLE (t int, c int, v vector)
@@ -17,8 +28,7 @@ LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 ROWS 4
 BEGIN ATOMIC
-    SELECT r.t, r.c, r.v::vector
-      FROM row_chunks(x, (SELECT cf.chunk FROM config AS cf)) AS r;
+    SELECT * FROM row_vectors(x, (SELECT cf.chunk FROM config AS cf));
 END;
 
 -- (t, j) -> y: output unit j at position t, without bias

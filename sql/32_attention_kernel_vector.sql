@@ -22,8 +22,7 @@ LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 ROWS 12
 BEGIN ATOMIC
-    SELECT r.t, r.c, r.v::vector
-      FROM row_chunks(x, (SELECT cf.n_embd / cf.n_head FROM config AS cf)) AS r;
+    SELECT * FROM row_vectors(x, (SELECT cf.n_embd / cf.n_head FROM config AS cf));
 END;
 
 -- the cache extended by the keys and values [T][C] of T new positions

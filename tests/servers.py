@@ -32,6 +32,18 @@ def pg_bindir(major: int) -> Path | None:
     return None
 
 
+def _stopper(run_as: list[str], bindir: Path, data: Path, sock: Path):
+    """A function that stops the server in ``data`` and removes its folders."""
+    def stop() -> None:
+        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        time.sleep(0.2)
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(sock, ignore_errors=True)
+
+    return stop
+
+
 def _let_postgres_through(root: Path) -> None:
     """pytest makes its temporary folders 0700: let the postgres user reach ``root``."""
     os.chmod(root, 0o755)
@@ -70,14 +82,7 @@ def system_server(major: int, root: Path, icu_locale: str | None = "en-US"):
     subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"),
                              "-w", "start"], check=True, capture_output=True)
 
-    def stop() -> None:
-        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        time.sleep(0.2)
-        shutil.rmtree(data, ignore_errors=True)
-        shutil.rmtree(sock, ignore_errors=True)
-
-    return f"postgresql://postgres@/postgres?host={sock}", stop
+    return f"postgresql://postgres@/postgres?host={sock}", _stopper(run_as, bindir, data, sock)
 
 
 def embedded_bindir() -> Path:
@@ -112,11 +117,4 @@ def start_standby(bindir: Path, primary_host: str, root: Path, settings: str = "
     subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "standby.log"),
                              "-w", "start"], check=True, capture_output=True)
 
-    def stop() -> None:
-        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        time.sleep(0.2)
-        shutil.rmtree(data, ignore_errors=True)
-        shutil.rmtree(sock, ignore_errors=True)
-
-    return f"postgresql://postgres@/postgres?host={sock}", stop
+    return f"postgresql://postgres@/postgres?host={sock}", _stopper(run_as, bindir, data, sock)
