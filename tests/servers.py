@@ -97,7 +97,10 @@ def start_standby(bindir: Path, primary_host: str, root: Path, settings: str = "
     data folder, started on a socket of its own and streaming from it; returns (dsn, stop).
 
     ``settings`` (-c options) must repeat the primary's command-line settings a standby needs at
-    least as high (max_locks_per_transaction); recovery conflicts cancel a standby query after 1 s.
+    least as high (max_locks_per_transaction). hot_standby_feedback keeps the primary from cleaning
+    up rows the standby's running generations still see (without it, any cleanup replayed during a
+    generation longer than max_standby_streaming_delay cancels it); lock conflicts, e.g. a replayed
+    DROP of the model being used, still cancel a standby query after 1 s.
     """
     data = Path(tempfile.mkdtemp(prefix="gpt2sql-standby-", dir=root))
     sock = Path(tempfile.mkdtemp(prefix="gpt2sql-sock-"))
@@ -113,7 +116,7 @@ def start_standby(bindir: Path, primary_host: str, root: Path, settings: str = "
     subprocess.run(run_as + [str(bindir / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream", "-c", "fast",
                              "-h", primary_host, "-U", "postgres"], check=True, capture_output=True)
     opts = (f"-c listen_addresses='' -c unix_socket_directories={sock} -c hot_standby=on "
-            f"-c max_standby_streaming_delay=1s -c fsync=off {settings}")
+            f"-c max_standby_streaming_delay=1s -c hot_standby_feedback=on -c fsync=off {settings}")
     subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "standby.log"),
                              "-w", "start"], check=True, capture_output=True)
 
