@@ -49,7 +49,8 @@ def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     small = write_random_checkpoint(root / "gpt2", "tiny", seed=11)     # weights include the attn.bias buffers
     medium = write_random_checkpoint(root / "gpt2-medium", "tiny", seed=12)
-    h = Hub({"openai-community/gpt2": repo_files(small), "openai-community/gpt2-medium": repo_files(medium)})
+    h = Hub({"openai-community/gpt2": repo_files(small), "openai-community/gpt2-medium": repo_files(medium),
+             "openai-community/gpt2-large": repo_files(small), "openai-community/gpt2-xl": repo_files(small)})
     yield h, {"gpt2": small, "gpt2-medium": medium}
     h.close()
 
@@ -95,3 +96,22 @@ def test_an_unreachable_hub_is_a_clear_error(main_dsn, tmp_path):
     assert "pass a local folder" in out.stderr
     with psycopg.connect(main_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'nohub'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("alias", ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "openai-community/gpt2-large"])
+def test_every_alias_fetches_its_own_repository(hub, alias, tmp_path, monkeypatch):
+    from gpt2sql.loader.source import resolve_source
+
+    h, _ = hub
+    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    import huggingface_hub.constants as c  # read once at import: point this process at the stand-in too
+    monkeypatch.setattr(c, "ENDPOINT", h.url)
+    monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", h.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    h.log.clear()
+    folder = resolve_source(alias)
+    repo = alias if "/" in alias else f"openai-community/{alias}"
+    assert {p.name for p in folder.iterdir()} == NEEDED
+    assert sorted(p.split("/resolve/")[0] for p in h.downloads()) == [f"/{repo}"] * 4
