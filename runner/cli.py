@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
@@ -83,6 +84,10 @@ def cmd_generate(args) -> int:
 
     from .client import Client
 
+    if (args.prompt is None) == (args.file is None):
+        raise SystemExit("gpt2sql generate: give a PROMPT or --file FILE (one prompt per line), not both")
+    if args.file is not None:
+        return _generate_file(args)
     with Client(args.dsn) as client:
         model = client.model(args.model)
         start, n, finish = time.perf_counter(), 0, None
@@ -99,6 +104,59 @@ def cmd_generate(args) -> int:
                 why = {"length": "max tokens", "endoftext": "<|endoftext|>", "stop": "stop string",
                        "context_full": "context full"}.get(finish or "", "interrupted")
                 print(f"[{n} tokens in {seconds:.1f} s, {n / seconds:.2f} tokens/s; stopped: {why}]", file=sys.stderr)
+    return 0
+
+
+def _read_prompts(path: str) -> list[str]:
+    """One prompt per line of the file ('-' = standard input); blank lines are skipped."""
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"gpt2sql generate: cannot read prompts from {path}: {exc}")
+    prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise SystemExit(f"gpt2sql generate: {path} holds no prompts (one per line)")
+    return prompts
+
+
+def _generate_file(args) -> int:
+    """Every prompt of the file in one batch (SQL generate_batch); prints prompt + continuation per line."""
+    import time
+
+    from .client import Client
+
+    prompts = _read_prompts(args.file)
+    with Client(args.dsn) as client:
+        model = client.model(args.model)
+        start, out, tokens = time.perf_counter(), [""] * len(prompts), 0
+        for s in model.stream_batch(prompts, **_sampling(args)):
+            out[s.prompt_index - 1] += s.piece
+            tokens += 1
+            if sys.stderr.isatty():
+                print(f"\r[step {s.step}: {tokens} tokens]", end="", file=sys.stderr, flush=True)
+        seconds = time.perf_counter() - start
+        print(file=sys.stderr)
+        for prompt, continuation in zip(prompts, out):
+            print(json.dumps(prompt + continuation, ensure_ascii=False) if args.json else
+                  (prompt + continuation).replace("\n", " "))
+        print(f"[{len(prompts)} prompts, {tokens} tokens in {seconds:.1f} s, {tokens / seconds:.2f} tokens/s]",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_score(args) -> int:
+    import math
+
+    from .client import Client
+
+    with Client(args.dsn) as client:
+        rows = client.model(args.model).score(args.text)
+        print(f"{'pos':>5}  {'token':>6}  {'piece':20} {'logprob':>9}  {'prob':>8}  {'rank':>6}")
+        for r in rows:
+            print(f"{r.position:>5}  {r.token:>6}  {r.piece!r:20} {r.logprob:>9.4f}  {math.exp(r.logprob):>8.4f}  "
+                  f"{r.rank:>6}")
+        mean = sum(r.logprob for r in rows) / len(rows)
+        print(f"{len(rows)} tokens, mean logprob {mean:.4f}, perplexity {math.exp(-mean):.2f}")
     return 0
 
 
@@ -228,8 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dsn(p)
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("generate", help="generate text, streaming it as it comes")
-    p.add_argument("prompt")
+    p = sub.add_parser("generate", help="generate text, streaming it as it comes (or a file of prompts at once)")
+    p.add_argument("prompt", nargs="?")
+    p.add_argument("--file", help="one prompt per line ('-' = stdin): all generated together in one batch, "
+                                   "printed as prompt + continuation, one line each")
+    p.add_argument("--json", action="store_true", help="with --file: print each line as a JSON string")
     p.add_argument("--model", default="gpt2", help="model name (default gpt2)")
     p.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=20)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -239,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", default=None, help="stop when this text appears")
     _add_dsn(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("score", help="how likely a text is: log-probability and rank of each token, perplexity")
+    p.add_argument("text")
+    p.add_argument("--model", default="gpt2")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("tokenize", help="token ids of a text (computed in SQL)")
     p.add_argument("text")

@@ -46,6 +46,24 @@ class Step:
 
 
 @dataclass(frozen=True)
+class BatchStep:
+    prompt_index: int    # counting from 1, like the SQL array
+    step: int
+    token: int
+    piece: str
+    finish: str | None
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    position: int        # the token's place in the text, counting from 1
+    token: int
+    piece: str
+    logprob: float       # natural log of its probability given the tokens before it
+    rank: int            # 1 = it was the model's likeliest next token
+
+
+@dataclass(frozen=True)
 class AttentionWeight:
     position: int        # the query's position
     key_position: int    # the position attended to (<= position)
@@ -108,8 +126,15 @@ def _check_text(value: str, what: str = "prompt") -> str:
     return value
 
 
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise TypeError(f"prompts must be a list of str, not {type(prompts).__name__}")
+    return [_check_text(p, f"prompt {i}") for i, p in enumerate(prompts, 1)]
+
+
 # the model's generate() with the prompt and every SamplingOptions field as bound parameters
 GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s)"
+GENERATE_BATCH = "{m}.generate_batch(%s::text[], %s, %s, %s, %s, %s, %s)"
 
 
 class Model:
@@ -156,6 +181,41 @@ class Model:
         temperature=0 (greedy), top_k, top_p, seed (in [-1, 1]: reproducible sampling), stop."""
         return "".join(s.piece for s in self.steps(prompt, **options))
 
+    def generate_batch(self, prompts: Sequence[str], **options) -> list[str]:
+        """The continuation of each prompt, in order: all prompts advance together, one model run per
+        step for all of them (SQL generate_batch). Same options as ``generate``."""
+        out = [""] * len(_check_prompts(prompts))
+        for s in self.steps_batch(prompts, **options):
+            out[s.prompt_index - 1] += s.piece
+        return out
+
+    def steps_batch(self, prompts: Sequence[str], **options) -> list[BatchStep]:
+        opts = SamplingOptions(**options)
+        rows = self._call("SELECT prompt_index, step, token, piece, finish FROM " + GENERATE_BATCH,
+                          (_check_prompts(prompts), *opts.params()))
+        return [BatchStep(*r) for r in rows]
+
+    def stream_batch(self, prompts: Sequence[str], **options) -> Iterator[BatchStep]:
+        """Like ``steps_batch`` but as they happen (step by step, every prompt in each step);
+        closing the iterator early cancels the query."""
+        opts = SamplingOptions(**options)
+        params = (_check_prompts(prompts), *opts.params())
+        for d in self._notices("SELECT count(*) FROM " + GENERATE_BATCH, params):
+            yield BatchStep(d["prompt_index"], d["step"], d["token"], d["piece"], d["finish"])
+
+    # -- scoring ---------------------------------------------------------------------------
+    def score(self, text: str) -> list[TokenScore]:
+        """Every token of ``text`` with its log-probability given the tokens before it (the first
+        one after <|endoftext|>) and its rank among all candidates; longer texts than the context
+        are scored with a sliding window (SQL score)."""
+        rows = self._call('SELECT "position", token, piece, logprob, rank FROM {m}.score(%s)',
+                          (_check_text(text, "text"),))
+        return [TokenScore(*r) for r in rows]
+
+    def perplexity(self, text: str) -> float:
+        """exp(-mean log-probability) of the text's tokens."""
+        return self._call("SELECT {m}.perplexity(%s)", (_check_text(text, "text"),))[0][0]
+
     # -- looking inside -------------------------------------------------------------------
     def trace(self, prompt: str, keep: str | None = None) -> "Trace":
         """Run one forward pass over ``prompt`` keeping every intermediate value (see Trace);
@@ -182,7 +242,12 @@ class Model:
         """Like ``steps`` but as they happen: the query runs on its own connection and its
         per-token NOTICEs are forwarded here. Closing the iterator early cancels the query."""
         opts = SamplingOptions(**options)
-        _check_text(prompt)
+        for d in self._notices("SELECT count(*) FROM " + GENERATE, (_check_text(prompt), *opts.params())):
+            yield Step(d["step"], d["token"], d["piece"], d["finish"])
+
+    def _notices(self, template: str, params: Sequence) -> Iterator[dict]:
+        """Run the query on its own connection, yielding the JSON detail of each per-token NOTICE
+        as it arrives; closing the iterator early cancels the query."""
         events: queue.Queue = queue.Queue()
         conn = connect(self.client.dsn)
 
@@ -191,11 +256,11 @@ class Model:
                 events.put(("step", json.loads(diag.message_detail)))
 
         conn.add_notice_handler(on_notice)
-        query = sql.SQL("SELECT count(*) FROM " + GENERATE).format(m=self._schema)
+        query = sql.SQL(template).format(m=self._schema)
 
         def run() -> None:
             try:
-                conn.execute(query, (prompt, *opts.params()))
+                conn.execute(query, params)
                 events.put(("done", None))
             except BaseException as exc:  # delivered to the consumer below
                 events.put(("error", exc))
@@ -207,7 +272,7 @@ class Model:
             while True:
                 kind, payload = events.get()
                 if kind == "step":
-                    yield Step(payload["step"], payload["token"], payload["piece"], payload["finish"])
+                    yield payload
                 elif kind == "error":
                     raise payload
                 else:
@@ -283,10 +348,12 @@ class Trace:
 class Client:
     """A connection to the database holding the models.
 
-    ``Client()`` uses ``$DATABASE_URL`` or else the embedded PostgreSQL; ``Client(dsn)`` any server.
+    ``Client()`` uses ``$DATABASE_URL`` or else the embedded PostgreSQL; ``Client(dsn)`` any server,
+    where dsn is a libpq connection string or URL, an SQLAlchemy URL (``postgresql+psycopg://...``,
+    as text or a ``sqlalchemy.engine.URL``) or an SQLAlchemy ``Engine`` (its URL is used).
     """
 
-    def __init__(self, dsn: str | None = None):
+    def __init__(self, dsn=None):
         self.dsn = resolve_dsn(dsn)
         self.connection: psycopg.Connection = connect(self.dsn)
 
@@ -314,5 +381,5 @@ class Client:
         self.close()
 
 
-__all__ = ["Client", "Model", "ModelNotFound", "TokenProb", "Step", "SamplingOptions", "DatabaseError", "Trace",
+__all__ = ["Client", "Model", "ModelNotFound", "TokenProb", "Step", "BatchStep", "TokenScore", "SamplingOptions", "DatabaseError", "Trace",
            "AttentionWeight", "Prediction", "TokenChance", "LensPrediction"]

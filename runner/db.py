@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -97,13 +98,40 @@ def stop_embedded() -> bool:
     return True
 
 
-def resolve_dsn(dsn: str | None = None) -> str:
-    """The DSN to use: explicit, else $DATABASE_URL, else the embedded server."""
+def resolve_dsn(dsn=None) -> str:
+    """The DSN to use: explicit, else $DATABASE_URL, else the embedded server.
+
+    Besides libpq strings, takes what SQLAlchemy users have: a URL with a driver
+    (``postgresql+psycopg://...``), a ``sqlalchemy.engine.URL`` or an ``Engine``.
+    """
+    if dsn is not None and not isinstance(dsn, str):
+        return _from_sqlalchemy(dsn)
     if dsn:
-        return dsn
+        return _strip_driver(dsn)
     if os.environ.get(ENV_DSN):
-        return os.environ[ENV_DSN]
+        return _strip_driver(os.environ[ENV_DSN])
     return embedded_dsn()
+
+
+def _strip_driver(url: str) -> str:
+    """postgresql+psycopg://... -> postgresql://... (libpq knows no drivers)."""
+    m = re.match(r"^(postgres(?:ql)?)\+[A-Za-z0-9_]+://", url)
+    return url if m is None else "postgresql://" + url[m.end():]
+
+
+def _from_sqlalchemy(obj) -> str:
+    """A libpq URL for an SQLAlchemy Engine or URL."""
+    try:
+        from sqlalchemy.engine import URL, Engine
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        Engine = URL = ()
+    if isinstance(obj, Engine):
+        obj = obj.url
+    if isinstance(obj, URL):
+        if obj.get_backend_name() != "postgresql":
+            raise DatabaseError(f"the SQLAlchemy URL is for {obj.get_backend_name()}; gpt2sql needs PostgreSQL")
+        return obj.set(drivername="postgresql").render_as_string(hide_password=False)
+    raise TypeError(f"dsn must be a connection string, an SQLAlchemy URL or Engine, not {type(obj).__name__}")
 
 
 def connect(dsn: str | None = None, **kwargs) -> psycopg.Connection:

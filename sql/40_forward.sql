@@ -5,6 +5,8 @@
 -- forward(tokens, cache) runs the new tokens only, reading the keys and values of earlier
 -- positions from cache (one kv per layer; NULL for a fresh prompt) and returning the extended
 -- cache. The whole prompt goes through each layer in one set of queries (prefill).
+-- forward_batch does the same for several sequences at once, and hidden() is the part they
+-- share: everything up to the final layer norm, for every new row.
 
 CREATE FUNCTION check_tokens(tokens int[], past int) RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -24,29 +26,81 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION forward(tokens int[], cache kv[], OUT logits float8[], OUT present kv[])
+-- The residual stream after the last block, for the new rows of one or more sequences (see
+-- 34_block.sql): tokens holds lengths[b] new tokens of sequence b after one another; cache holds
+-- one kv per (layer, sequence) at cache[layer * B + b] (B = cardinality(lengths); one sequence:
+-- cache[layer + 1]), NULL for fresh prompts. Each sequence's positions continue after its cache.
+CREATE FUNCTION hidden(tokens int[], lengths int[], cache kv[], OUT x float8[], OUT present kv[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET jit = off                   -- for every stage below; see 23_linear_kernel_sql.sql
 AS $$
 DECLARE
-    n_layer int := (SELECT c.n_layer FROM config AS c);
-    past    int := coalesce(kv_positions(cache[1]), 0);
-    t       int := cardinality(tokens);
-    x       float8[];
-    out     record;
+    n_layer   int := (SELECT c.n_layer FROM config AS c);
+    n_seq     int := cardinality(lengths);
+    positions int[] := '{}';    -- [T] the position of each new row in its own sequence
+    past      int;
+    r         int := 0;
+    out       record;
 BEGIN
-    PERFORM check_tokens(tokens, past);
-    x := embed(tokens, past);                                                    -- [T][C]
+    IF tokens IS NULL OR cardinality(tokens) = 0 THEN
+        RAISE EXCEPTION 'gpt2sql: the prompt is empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR b IN 1 .. n_seq LOOP
+        CONTINUE WHEN lengths[b] = 0;
+        past := coalesce(kv_positions(cache[b]), 0);                                -- layer 0's cache of sequence b
+        PERFORM check_tokens(tokens[r + 1:r + lengths[b]], past);
+        positions := positions || ARRAY(SELECT generate_series(past, past + lengths[b] - 1));
+        r := r + lengths[b];
+    END LOOP;
+    IF r <> cardinality(tokens) THEN
+        RAISE EXCEPTION 'gpt2sql: lengths add up to % rows, but there are % tokens', r, cardinality(tokens);
+    END IF;
+    x := embed(tokens, positions);                                                  -- [T][C]
     present := '{}';
     FOR layer IN 0 .. n_layer - 1 LOOP
-        out := block(layer, x, cache[layer + 1]);
-        x := out.y;                                                              -- [T][C]
-        present[layer + 1] := out.present;                                      -- in place, no copy of earlier layers
+        out := block(layer, x, lengths, cache[layer * n_seq + 1:layer * n_seq + n_seq]);
+        x := out.y;                                                                 -- [T][C]
+        present[layer * n_seq + 1:layer * n_seq + n_seq] := out.present;           -- in place, no copy of earlier layers
     END LOOP;
-    x := layer_norm(x[t:t][:], 'ln_f');                                          -- [1][C] last position only
-    logits := (linear(x, 'wte.weight', NULL))[1:1][:];                           -- [1][V]
-    logits := ARRAY(SELECT unnest(logits));                                      -- [V]
+END
+$$;
+
+-- logits [B'][V] of the position after the last new row of each advancing sequence (B' of them,
+-- in order), and the extended caches: one step of a batch (60_generate.sql, generate_batch)
+CREATE FUNCTION forward_batch(tokens int[], lengths int[], cache kv[], OUT logits float8[], OUT present kv[])
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+SET jit = off
+AS $$
+DECLARE
+    h    record;
+    last float8[] := '{}';     -- [B'][C] the last new row of each advancing sequence
+    r    int := 0;
+BEGIN
+    h := hidden(tokens, lengths, cache);
+    FOR b IN 1 .. cardinality(lengths) LOOP
+        CONTINUE WHEN lengths[b] = 0;
+        r := r + lengths[b];
+        last := array_cat(last, h.x[r:r][:]);
+    END LOOP;
+    logits := linear(layer_norm(last, 'ln_f'), 'wte.weight', NULL);                -- [B'][V]
+    present := h.present;
+END
+$$;
+
+-- one sequence: logits [V] of the position after the last token, and the extended cache
+CREATE FUNCTION forward(tokens int[], cache kv[], OUT logits float8[], OUT present kv[])
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+SET jit = off
+AS $$
+DECLARE
+    out record;
+BEGIN
+    out := forward_batch(tokens, ARRAY[coalesce(cardinality(tokens), 0)], cache);
+    logits := ARRAY(SELECT unnest(out.logits));                                     -- [V]
+    present := out.present;
 END
 $$;
 

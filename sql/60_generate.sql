@@ -15,6 +15,70 @@ CREATE FUNCTION max_new_tokens_limit() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 100000;
 
+CREATE FUNCTION max_batch_prompts() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 64;
+
+-- What one sampled token adds to the text, and whether its sequence ends there. pending holds the
+-- bytes of a character not yet complete (a token may end mid-character); text_so_far is what the
+-- sequence generated before, for the stop string; is_last: max_new_tokens is reached;
+-- context_full: the token has no position left to go to.
+CREATE TYPE token_text AS (piece text, pending bytea, finish text);
+
+CREATE FUNCTION next_piece(token int, pending bytea, text_so_far text, stop text,
+                           is_last boolean, context_full boolean)
+RETURNS token_text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    decoded record;
+    out     token_text;
+    cut     int;
+BEGIN
+    IF token = (SELECT v.token FROM vocab AS v WHERE v.piece = '<|endoftext|>') THEN
+        decoded := decode_utf8(pending, true);
+        RETURN ROW(decoded.txt, ''::bytea, 'endoftext')::token_text;
+    END IF;
+    decoded := decode_utf8(pending || (SELECT v.bytes FROM vocab AS v WHERE v.token = next_piece.token), is_last);
+    out := ROW(decoded.txt, decoded.rest, NULL)::token_text;
+    IF stop IS NOT NULL AND stop <> '' THEN
+        cut := strpos(text_so_far || out.piece, stop);
+        IF cut > 0 THEN
+            out.piece := left(out.piece, greatest(0, cut - 1 - length(text_so_far)));
+            out.finish := 'stop';
+        END IF;
+    END IF;
+    IF out.finish IS NULL AND is_last THEN
+        out.finish := 'length';
+    ELSIF out.finish IS NULL AND context_full THEN
+        out.piece := out.piece || (decode_utf8(out.pending, true)).txt;
+        out.pending := ''::bytea;
+        out.finish := 'context_full';
+    END IF;
+    RETURN out;
+END
+$$;
+
+-- the checks generate and generate_batch share
+CREATE FUNCTION check_generation(max_new_tokens int, temperature float8, top_k int, top_p float8, seed float8)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF max_new_tokens IS NULL OR max_new_tokens < 1 OR max_new_tokens > max_new_tokens_limit() THEN
+        RAISE EXCEPTION 'gpt2sql: max_new_tokens must be between 1 and %, got %', max_new_tokens_limit(), max_new_tokens
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM check_sampling(temperature, top_k, top_p);
+    IF seed IS NOT NULL AND NOT (seed BETWEEN -1 AND 1) THEN
+        RAISE EXCEPTION 'gpt2sql: seed must be between -1 and 1 (PostgreSQL''s setseed range), got %', seed
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION generate(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                          stop text DEFAULT NULL)
@@ -23,70 +87,39 @@ LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    cfg      config;
+    n_positions int := (SELECT c.n_positions FROM config AS c);
     tokens   int[];
     state    record;            -- (logits, present): the model's output and the KV cache
     n_ctx    int;               -- positions used so far
-    pending  bytea := ''::bytea;  -- bytes of a character not yet complete
-    decoded  record;
+    out      token_text;        -- (piece, pending bytes, finish) of the latest token
     text_out text := '';        -- everything generated so far, for the stop string
-    cut      int;
-    eot      int;
 BEGIN
-    SELECT * INTO cfg FROM config;
     PERFORM check_text(prompt);
     IF prompt = '' THEN
         RAISE EXCEPTION 'gpt2sql: the prompt is empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF max_new_tokens IS NULL OR max_new_tokens < 1 OR max_new_tokens > max_new_tokens_limit() THEN
-        RAISE EXCEPTION 'gpt2sql: max_new_tokens must be between 1 and %, got %', max_new_tokens_limit(), max_new_tokens
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM check_sampling(temperature, top_k, top_p);
+    PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed);
     IF seed IS NOT NULL THEN
-        IF NOT (seed BETWEEN -1 AND 1) THEN
-            RAISE EXCEPTION 'gpt2sql: seed must be between -1 and 1 (PostgreSQL''s setseed range), got %', seed
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
         PERFORM setseed(seed);
     END IF;
-    eot := (SELECT v.token FROM vocab AS v WHERE v.piece = '<|endoftext|>');
 
     tokens := tokenize(prompt);
     n_ctx := cardinality(tokens);
-    IF n_ctx > cfg.n_positions THEN
-        RAISE EXCEPTION 'gpt2sql: the prompt is % tokens; the model''s context is % positions', n_ctx, cfg.n_positions
+    IF n_ctx > n_positions THEN
+        RAISE EXCEPTION 'gpt2sql: the prompt is % tokens; the model''s context is % positions', n_ctx, n_positions
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
     state := forward(tokens, NULL);                                   -- prefill: the whole prompt at once
+    out := ROW('', ''::bytea, NULL)::token_text;
 
     FOR i IN 1 .. max_new_tokens LOOP
         step := i;
         token := sample_token(state.logits, temperature, top_k, top_p);
-        finish := NULL;
-        IF token = eot THEN
-            decoded := decode_utf8(pending, true);
-            piece := decoded.txt;
-            finish := 'endoftext';
-        ELSE
-            decoded := decode_utf8(pending || (SELECT v.bytes FROM vocab AS v WHERE v.token = generate.token), i = max_new_tokens);
-            piece := decoded.txt;
-            pending := decoded.rest;
-            IF stop IS NOT NULL AND stop <> '' THEN
-                cut := strpos(text_out || piece, stop);
-                IF cut > 0 THEN
-                    piece := left(piece, cut - 1 - length(text_out));
-                    finish := 'stop';
-                END IF;
-            END IF;
-            IF finish IS NULL AND i = max_new_tokens THEN
-                finish := 'length';
-            ELSIF finish IS NULL AND n_ctx >= cfg.n_positions THEN
-                decoded := decode_utf8(pending, true);
-                piece := piece || decoded.txt;
-                finish := 'context_full';
-                RAISE WARNING 'gpt2sql: stopped after % new tokens: the context of % positions is full', i, cfg.n_positions;
-            END IF;
+        out := next_piece(token, out.pending, text_out, stop, i = max_new_tokens, n_ctx >= n_positions);
+        piece := out.piece;
+        finish := out.finish;
+        IF finish = 'context_full' THEN
+            RAISE WARNING 'gpt2sql: stopped after % new tokens: the context of % positions is full', i, n_positions;
         END IF;
         text_out := text_out || piece;
         RAISE NOTICE 'gpt2sql token %/%: % %', i, max_new_tokens, token, quote_literal(piece)
@@ -95,6 +128,107 @@ BEGIN
         EXIT WHEN finish IS NOT NULL;
         state := forward(ARRAY[token], state.present);                -- one new position, the cache holds the rest
         n_ctx := n_ctx + 1;
+    END LOOP;
+END
+$$;
+
+-- Many prompts at once: all sequences advance together. Each step runs the model once for every
+-- unfinished sequence (their new positions go through the same product queries, each with its
+-- own KV cache and position: forward_batch), so the weights are read once per step, not once
+-- per prompt. Each sequence stops on its own; rows come step by step, prompt_index counting from
+-- 1 like the array. Greedy results equal each prompt's own generate(); a seeded batch repeats.
+CREATE FUNCTION generate_batch(prompts text[], max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
+                               top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
+                               stop text DEFAULT NULL)
+RETURNS TABLE (prompt_index int, step int, token int, piece text, finish text)
+LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    n_positions int := (SELECT c.n_positions FROM config AS c);
+    n        int := cardinality(prompts);
+    prompt   text;
+    tokens   int[] := '{}';     -- the new tokens of every advancing sequence, one after another
+    lengths  int[] := '{}';     -- [n] new tokens of sequence b in this step (0: finished)
+    n_ctx    int[] := '{}';     -- [n] positions sequence b has used
+    pending  bytea[] := '{}';   -- [n] bytes of a character not yet complete
+    text_out text[] := '{}';    -- [n] what sequence b generated so far, for the stop string
+    state    record;            -- (logits [B'][V], present): the model's output and the KV caches
+    out      token_text;
+    k        int;               -- row of state.logits for sequence b
+BEGIN
+    IF prompts IS NULL OR n = 0 THEN
+        RAISE EXCEPTION 'gpt2sql: prompts is an empty array' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF array_ndims(prompts) > 1 THEN
+        RAISE EXCEPTION 'gpt2sql: prompts must be a one-dimensional array, got % dimensions', array_ndims(prompts)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n > max_batch_prompts() THEN
+        RAISE EXCEPTION 'gpt2sql: % prompts in one batch; the limit is %', n, max_batch_prompts()
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'split the prompts into several batches';
+    END IF;
+    PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed);
+    FOR b IN 1 .. n LOOP
+        prompt := prompts[array_lower(prompts, 1) + b - 1];
+        IF prompt IS NULL OR prompt = '' THEN
+            RAISE EXCEPTION 'gpt2sql: prompt % is %', b, CASE WHEN prompt IS NULL THEN 'NULL' ELSE 'empty' END
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        BEGIN
+            PERFORM check_text(prompt);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'gpt2sql: prompt %: %', b, regexp_replace(SQLERRM, '^gpt2sql: ', '')
+                USING ERRCODE = SQLSTATE;
+        END;
+        k := cardinality(tokens);
+        tokens := tokens || tokenize(prompt);
+        lengths[b] := cardinality(tokens) - k;
+        IF lengths[b] > n_positions THEN
+            RAISE EXCEPTION 'gpt2sql: prompt % is % tokens; the model''s context is % positions', b, lengths[b], n_positions
+                USING ERRCODE = 'program_limit_exceeded';
+        END IF;
+        n_ctx[b] := lengths[b];
+        pending[b] := ''::bytea;
+        text_out[b] := '';
+    END LOOP;
+    IF seed IS NOT NULL THEN
+        PERFORM setseed(seed);
+    END IF;
+    state := forward_batch(tokens, lengths, NULL);                    -- prefill: every prompt at once
+
+    FOR i IN 1 .. max_new_tokens LOOP
+        step := i;
+        k := 0;
+        tokens := '{}';
+        FOR b IN 1 .. n LOOP
+            CONTINUE WHEN lengths[b] = 0;                             -- finished earlier
+            k := k + 1;
+            prompt_index := b;
+            token := sample_token(ARRAY(SELECT unnest(state.logits[k:k][:])), temperature, top_k, top_p);
+            out := next_piece(token, pending[b], text_out[b], stop, i = max_new_tokens, n_ctx[b] >= n_positions);
+            piece := out.piece;
+            finish := out.finish;
+            IF finish = 'context_full' THEN
+                RAISE WARNING 'gpt2sql: prompt % stopped after % new tokens: the context of % positions is full',
+                    b, i, n_positions;
+            END IF;
+            pending[b] := out.pending;
+            text_out[b] := text_out[b] || piece;
+            RAISE NOTICE 'gpt2sql token %/% of prompt %: % %', i, max_new_tokens, b, token, quote_literal(piece)
+                USING DETAIL = json_build_object('prompt_index', b, 'step', i, 'token', token, 'piece', piece,
+                                                 'finish', finish)::text;
+            RETURN NEXT;
+            IF finish IS NULL THEN
+                tokens := tokens || token;
+                lengths[b] := 1;
+                n_ctx[b] := n_ctx[b] + 1;
+            ELSE
+                lengths[b] := 0;
+            END IF;
+        END LOOP;
+        EXIT WHEN cardinality(tokens) = 0;                            -- every sequence has finished
+        state := forward_batch(tokens, lengths, state.present);       -- one new position per unfinished sequence
     END LOOP;
 END
 $$;
