@@ -47,8 +47,9 @@ def _render(element: ModelFunction, compiler, **kw) -> str:
 
 
 def _arg(value: Any, type_: sa.types.TypeEngine) -> ClauseElement:
-    """A bound parameter of the SQL argument's type, or the expression as given."""
-    if isinstance(value, ClauseElement):
+    """A bound parameter of the SQL argument's type, or the expression as given (a column, an ORM
+    attribute, a sub-query)."""
+    if isinstance(value, ClauseElement) or hasattr(value, "__clause_element__"):
         return value
     if value is None:
         return sa.cast(sa.null(), type_)
