@@ -103,6 +103,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="skip the 64-token prefill and context 1024")
     ap.add_argument("--profile", action="store_true", help="where the time goes, per SQL function")
     ap.add_argument("--trace-only", action="store_true", help="only the trace and lens figures")
+    ap.add_argument("--batch-only", action="store_true", help="only the batch and scoring figures")
     args = ap.parse_args()
     dsn = gpt2sql.resolve_dsn(args.dsn)
     conn = psycopg.connect(dsn, autocommit=True)
@@ -121,8 +122,12 @@ def main() -> int:
         if args.trace_only:
             trace_figures(conn, m)
             continue
+        if args.batch_only:
+            batch_figures(conn, m)
+            continue
         print(f"## {kernel} kernel ({m})")
         speed(conn, dsn, m, args.quick)
+        batch_figures(conn, m)
         if args.profile:
             profile(conn, m)
     return 0
@@ -181,6 +186,33 @@ def trace_figures(conn, m: str) -> None:
         t = best_of(lambda: conn.execute(q).fetchone(), 2)
         print(f"  {label:38s} {t:8.2f} s")
     conn.execute(f"SELECT {m}.drop_trace({tid})")
+
+
+BATCH_PROMPTS = ["The quick brown fox", "Hello, my name is", "The database said", "Once upon a time",
+                 "In the beginning", "SELECT * FROM", "It was a dark and stormy night", "My favourite colour is"]
+
+
+def batch_figures(conn, m: str) -> None:
+    """8 prompts x 16 new tokens in one generate_batch, against 1 prompt x 16 and against one
+    complete() per row of a table; scoring a text."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS bench_posts (id int PRIMARY KEY, body text)")
+    conn.execute("TRUNCATE bench_posts")
+    for i, p in enumerate(BATCH_PROMPTS, 1):
+        conn.execute("INSERT INTO bench_posts VALUES (%s, %s)", (i, p))
+    one = best_of(lambda: conn.execute(f"SELECT count(*) FROM {m}.generate(%s, 16)", (BATCH_PROMPTS[0],)).fetchone(), 2)
+    print(f"generate: 1 prompt x 16 new tokens       {one:8.2f} s")
+    batch = best_of(lambda: conn.execute(f"SELECT count(*) FROM {m}.generate_batch(%s, 16)",
+                                         (BATCH_PROMPTS,)).fetchone(), 2)
+    print(f"generate_batch: 8 prompts x 16 new tokens {batch:7.2f} s   ({batch / one:.2f}x one prompt; target <= 3x)")
+    t0 = time.perf_counter()
+    conn.execute(f"SELECT id, {m}.complete(body, 16) FROM bench_posts").fetchall()
+    rows = time.perf_counter() - t0
+    print(f"complete() per row, 8 rows x 16 tokens   {rows:8.2f} s   (one batch is {rows / batch:.1f}x faster)")
+    for words in (50, 400):
+        text = paragraph(words)
+        n = len(conn.execute(f"SELECT {m}.tokenize(%s)", (text,)).fetchone()[0])
+        t = best_of(lambda: conn.execute(f"SELECT {m}.perplexity(%s)", (text,)).fetchone(), 1)
+        print(f"perplexity of a {n:3d}-token text             {t:8.2f} s   ({t / n:.3f} s per token)")
 
 
 def speed(conn, dsn: str, m: str, quick: bool) -> None:
