@@ -1,5 +1,8 @@
--- 23_linear_kernel_sql.sql: the sql kernel, linear_rows and matrix_rows on stock PostgreSQL (no extension).
+-- 23_linear_kernel_sql.sql: the sql kernel, product and matrix_rows on stock PostgreSQL (no extension).
 -- Created for models loaded with --kernel sql; 24_linear_kernel_vector.sql has the same functions for pgvector.
+--
+-- product(x, weight, b) -> [T][n_out] = x @ W + b: the (t, j) -> y rows of linear_rows, plus the
+-- bias, gathered into one array per position t.
 --
 -- linear_rows(x [T][n_in], weight) -> (t, j) -> y = sum over i of x[t][i] * W[i][j]
 --   The weights are rows of 256 real columns (01_matrices.sql). The input is cut the same way, one
@@ -89,3 +92,25 @@ $body$
 $fn$, terms('m.w%1$s', w, ', '));
 END
 $do$;
+
+-- [T][n_out]: x @ W + b (b NULL: no bias), plus residual[t][j] (NULL: none), through GELU if gelu;
+-- from the rows of linear_rows
+CREATE FUNCTION product(x float8[], weight text, b real[], residual float8[], gelu boolean)
+RETURNS float8[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE        -- PL/pgSQL keeps the query's plan for the session
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    y float8[];
+BEGIN
+    WITH outputs AS (           -- (t) -> y[] + b: position t's outputs in unit order
+        SELECT r.t, array_agg(CASE WHEN gelu THEN gelu(r.y + coalesce(b[r.j + 1], 0))
+                                   ELSE r.y + coalesce(b[r.j + 1], 0) + coalesce(residual[r.t][r.j + 1], 0) END
+                              ORDER BY r.j) AS v
+          FROM linear_rows(x, weight) AS r
+         GROUP BY r.t
+    )
+    SELECT array_agg(o.v ORDER BY o.t) INTO y FROM outputs AS o;
+    RETURN y;
+END
+$$;

@@ -1,12 +1,12 @@
--- 24_linear_kernel_vector.sql: the vector kernel, linear_rows and matrix_rows with pgvector.
+-- 24_linear_kernel_vector.sql: the vector kernel, product and matrix_rows with pgvector.
 -- Created for models loaded with --kernel vector (the default where the extension is available);
 -- 23_linear_kernel_sql.sql has the same functions in plain SQL.
 --
--- linear_rows(x [T][n_in], weight) -> (t, j) -> y = sum over i of x[t][i] * W[i][j]
+-- product(x [T][n_in], weight, b) -> y[t][j] = sum over i of x[t][i] * W[i][j] + b[j]
 --   Each weight row is a pgvector vector of n_embd floats (01_matrices.sql); the input is cut the
 --   same way, one vector per (position, chunk). Then y is pgvector's inner product of the two
 --   rows, summed over the chunks (one chunk, except for mlp.c_proj's 4 * n_embd inputs):
---       y[t][j] = sum over c of  -(W[j, c] <#> x[t, c])
+--       y[t][j] = sum over c of  -(W[j, c] <#> x[t, c])  + b[j]
 --   (<#> is the negative inner product, so that an index can sort by it; we only negate it.)
 --   pgvector computes in float32: the logits differ from float64 NumPy by ~1e-6 (README, Kernels).
 
@@ -31,38 +31,58 @@ BEGIN ATOMIC
     SELECT * FROM row_vectors(x, (SELECT cf.chunk FROM config AS cf));
 END;
 
--- (t, j) -> y: output unit j at position t, without bias
-CREATE FUNCTION linear_rows(x float8[], weight text)
-RETURNS TABLE (t int, j int, y float8)
+-- [T][n_out]: x @ W + b (b NULL: no bias), plus residual[t][j] (NULL: none), through GELU if gelu.
+-- One pass over the weight rows in (row, chunk) order computes, for every position t at once, the
+-- inner products with t's input chunks, gathered by an ordered array_agg per position (the rows
+-- arrive in the primary key's order, so nothing is sorted); for mlp.c_proj each output sums its
+-- row's chunks. No (t, j) rows are formed, sorted or grouped: a batch of positions reads each
+-- weight row once, and the arrays come out whole.
+CREATE FUNCTION product(x float8[], weight text, b real[], residual float8[], gelu boolean)
+RETURNS float8[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-SET min_parallel_table_scan_size = '64MB'   -- the LM head (wte) runs on two cores; smaller weights on one:
-SET parallel_setup_cost = 100               -- there starting workers (each cutting the input again) and
-SET parallel_tuple_cost = 0.0001            -- gathering their rows cost more than they save, at any T
-SET work_mem = '64MB'                       -- the (t, j) groups of a long prompt stay in memory
+SET max_parallel_workers_per_gather = 0     -- one ordered pass; workers cannot share ordered aggregates
+SET enable_sort = off                       -- the order comes from the primary key's index: sorting the
+                                            -- wide weight rows instead spilled them to disk
 AS $$
 DECLARE
-    n_chunks int := (SELECT s.shape[1] / cf.chunk FROM tensors AS s, config AS cf  -- input chunks per row
-                      WHERE s.name = weight AND s.name NOT IN ('wte.weight', 'wpe.weight'));
+    n_t      int := array_length(x, 1);
+    xs       vector[];          -- [T * n_chunks] input chunks, position after position
+    n_chunks int;
+    y        float8[] := '{}';  -- [T][n_out]
+    part     float8[];          -- [positions of this block][n_out * n_chunks]
+    block    int := 64;         -- positions per query: one array_agg each
+    -- y[t][j] from the inner product(s) s: bias, residual, GELU
+    finish   text := CASE WHEN gelu THEN 'gelu(%s + coalesce($3[%2$s], 0))'
+                          ELSE '%s + coalesce($3[%2$s], 0) + coalesce($4[%3$s][%2$s], 0)' END;
 BEGIN
-    IF coalesce(n_chunks, 1) = 1 THEN           -- rows of n_embd inputs: one inner product per (t, j)
-        RETURN QUERY
-        SELECT xs.t, m.row, -(m.w <#> xs.v)
-          FROM matrices AS m
-          JOIN input_vectors(x) AS xs ON xs.c = m.chunk
-         WHERE m.name = weight;
-    ELSE                                        -- mlp.c_proj's 4 * n_embd inputs: summed over the chunks
-        RETURN QUERY
-        SELECT p.t, p.row, sum(p.y)
-          FROM (SELECT xs.t, m.row, -(m.w <#> xs.v) AS y   -- (t, row, chunk) -> one chunk's inner product
-                  FROM matrices AS m
-                  JOIN input_vectors(x) AS xs ON xs.c = m.chunk
-                 WHERE m.name = weight
-                OFFSET 0) AS p
-         GROUP BY p.t, p.row;
-        -- OFFSET 0 keeps the sub-query whole: the sum then groups narrow (t, row, y) rows; with the
-        -- inner product inside sum(), the wide vectors reached the aggregate, which spilled to disk.
-    END IF;
+    SELECT array_agg(iv.v ORDER BY iv.t, iv.c), max(iv.c) + 1 INTO xs, n_chunks FROM input_vectors(x) AS iv;
+    FOR t0 IN 0 .. n_t - 1 BY block LOOP
+        IF n_chunks = 1 THEN    -- (t) -> y[t]: one inner product per weight row
+            EXECUTE format('SELECT ARRAY[%s] FROM matrices AS m WHERE m.name = $2',
+                           (SELECT string_agg(format('array_agg(' || finish || ' ORDER BY m.row)',
+                                                     format('-(m.w <#> $1[%s])', t + 1), 'm.row + 1', t + 1),
+                                              ', ' ORDER BY t)
+                              FROM generate_series(t0, least(t0 + block, n_t) - 1) AS t))
+               INTO part USING xs, weight, b, residual;
+        ELSE                    -- (t) -> every chunk's inner product, in (row, chunk) order, then summed per row
+            EXECUTE format('SELECT ARRAY[%s] FROM matrices AS m WHERE m.name = $2',
+                           (SELECT string_agg(format('array_agg(-(m.w <#> $1[%s + m.chunk]) ORDER BY m.row, m.chunk)',
+                                                     t * n_chunks + 1), ', ' ORDER BY t)
+                              FROM generate_series(t0, least(t0 + block, n_t) - 1) AS t))
+               INTO part USING xs, weight;
+            EXECUTE format('SELECT array_agg(s.v ORDER BY r.t)
+                              FROM generate_series(1, array_length($1, 1)) AS r(t)
+                             CROSS JOIN LATERAL (SELECT array_agg(%s ORDER BY j) AS v
+                                                   FROM generate_series(1, array_length($1, 2) / %s) AS j) AS s',
+                           format(finish, (SELECT string_agg(format('$1[r.t][(j - 1) * %s + %s]', n_chunks, c), ' + ')
+                                             FROM generate_series(1, n_chunks) AS c), 'j', 'r.t + ' || t0),
+                           n_chunks)
+               INTO part USING part, NULL::int, b, residual;
+        END IF;
+        y := array_cat(y, part);
+    END LOOP;
+    RETURN CASE WHEN y = '{}' THEN NULL ELSE y END;
 END
 $$;
 

@@ -34,7 +34,7 @@ BEGIN
         a := array_cat(a, attention(qkv[r + 1:r + n][1:c], present[b]));                 -- [n][C]
         r := r + n;
     END LOOP;
-    y := add(x, linear(a, pre || 'attn.c_proj.weight', pre || 'attn.c_proj.bias'));     -- [T][C]
-    y := add(y, mlp(layer_norm(y, pre || 'ln_2'), layer));                               -- [T][C]
+    y := linear(a, pre || 'attn.c_proj.weight', pre || 'attn.c_proj.bias', residual => x); -- [T][C] x + attn
+    y := mlp(layer_norm(y, pre || 'ln_2'), layer, residual => y);                           -- [T][C] y + mlp
 END
 $$;
