@@ -321,7 +321,11 @@ def cmd_train(args) -> None:
     data = batches(train, args.batch, args.ctx, rng)
     curve = []
     t0 = time.time()
+    stopped_early = None
     for step in range(args.steps):
+        if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
+            stopped_early = step                 # the time limit, not the schedule, ended the run
+            break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         x, y = next(data)
@@ -339,11 +343,14 @@ def cmd_train(args) -> None:
             curve.append(row)
             print(json.dumps(row), flush=True)
     minutes = (time.time() - t0) / 60
+    if stopped_early is not None:
+        print(f"stopped by --max-minutes {args.max_minutes} at step {stopped_early} of {args.steps}", flush=True)
+        args.steps = stopped_early
     final = {f"heldout_{k}": evaluate(model, v, args.ctx, 10**9) for k, v in heldouts.items()}
-    write_checkpoint(model, args, curve, final, minutes, corpora)
+    write_checkpoint(model, args, curve, final, minutes, corpora, stopped_early)
 
 
-def write_checkpoint(model, args, curve, final, minutes, corpora) -> None:
+def write_checkpoint(model, args, curve, final, minutes, corpora, stopped_early=None) -> None:
     from safetensors.numpy import save_file
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,13 +367,82 @@ def write_checkpoint(model, args, curve, final, minutes, corpora) -> None:
     run = {"hyper_parameters": {k: v for k, v in vars(args).items() if k not in ("func", "out")},
            "corpus": [json.loads((c / "manifest.json").read_text()) for c in corpora],
            "steps": args.steps, "tokens_seen": args.steps * args.batch * args.ctx,
-           "minutes": round(minutes, 1), "final_train_loss": curve[-1]["train_loss"],
+           "minutes": round(minutes, 1), "stopped_by_time_limit": stopped_early is not None,
+           "final_train_loss": curve[-1]["train_loss"],
            "final_heldout_loss": {k: round(v, 4) for k, v in final.items()},
            "final_heldout_perplexity": {k: round(math.exp(v), 2) for k, v in final.items()},
            "torch": __import__("torch").__version__, "curve": curve}
     (out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
     plot_curve(curve, out / "loss.png")
+    (out / "README.md").write_text(model_card(run, cfg, out))
     print(json.dumps({k: run[k] for k in ("minutes", "final_heldout_loss", "final_heldout_perplexity")}))
+
+
+def model_card(run: dict, cfg: dict, out: Path) -> str:
+    """The checkpoint's README: what it is, its data and licence, how good it is, how to remake it."""
+    hp = run["hyper_parameters"]
+    corpus = run["corpus"][0]
+    docs = corpus["documents"]
+    n_params = _n_params(out)
+    loss = run["final_heldout_loss"]
+    ppl = run["final_heldout_perplexity"]
+    args = (f"--source {hp['source']} --layers {hp['layers']} --heads {hp['heads']} --width {hp['width']} "
+            f"--positions {hp['positions']} --ctx {hp['ctx']} --batch {hp['batch']} --steps {hp['steps']} "
+            f"--lr {hp['lr']} --warmup {hp['warmup']} --seed {hp['seed']}")
+    return f"""# gpt2sql demo model
+
+A small GPT-2 trained from scratch for gpt2sql's demo, walkthrough and pictures. **It is not
+OpenAI's GPT-2**: same architecture (pre-norm blocks, tanh GELU, learned positions, LM head tied
+to the token embedding) and the genuine GPT-2 tokenizer (50,257 tokens), but {cfg['n_layer']} layers,
+{cfg['n_head']} heads, a {cfg['n_embd']}-wide residual stream and {cfg['n_positions']} positions
+({n_params:,} parameters, float16), trained for {run['minutes']:.0f} minutes on 2 CPU cores. It writes
+English in the style of the Python documentation; do not expect facts or long-range coherence.
+For OpenAI's weights: `gpt2sql load gpt2` (needs the Hugging Face hub).
+
+## Data
+
+The prose of the Python 3.11 documentation as Debian ships it: package `{corpus['package']}`
+{corpus['version']} (`{corpus['file']}`, sha256 `{corpus['sha256']}`), the reStructuredText
+sources under `/usr/share/doc/python3.11/html/_sources`, reduced to paragraphs of running text
+(code, tables, titles and directives dropped, inline markup unwrapped; `tools/train_demo_model.py`,
+`prose_paragraphs`). Licence: {corpus['licence']}, © Python Software Foundation.
+Documents are split by a hash of their name: {docs['train']['count']} documents for training
+({docs['train']['words']:,} words, {docs['train']['tokens']:,} tokens, text sha256
+`{docs['train']['text_sha256']}`), {docs['heldout']['count']} held out ({docs['heldout']['words']:,} words,
+{docs['heldout']['tokens']:,} tokens, sha256 `{docs['heldout']['text_sha256']}`).
+
+## Quality
+
+| held-out text | loss (nats/token) | perplexity |
+|---|---|---|
+| Python documentation, held-out documents | {loss['heldout_pydoc']:.3f} | {ppl['heldout_pydoc']:.1f} |
+| GNU GPL v3 (`/usr/share/common-licenses/GPL-3`, plain modern English outside the corpus) | {loss['heldout_gpl3']:.3f} | {ppl['heldout_gpl3']:.1f} |
+
+A uniform guess over the vocabulary has perplexity 50,257. Final training loss (one batch):
+{run['final_train_loss']:.3f}. {run['steps']:,} steps of {hp['batch']} x {hp['ctx']} tokens
+({run['tokens_seen']:,} tokens seen, about {run['tokens_seen'] / docs['train']['tokens']:.1f} passes over the
+training text), AdamW (lr {hp['lr']}, warm-up {hp['warmup']} steps, cosine decay to a tenth, weight decay 0.1,
+gradient clip 1.0), seed {hp['seed']}, PyTorch {run['torch']}. The curve is `loss.png`; every figure is in
+`run.json`.
+
+## Remake it
+
+```sh
+python3 -m pip install -e '.[train]'      # PyTorch 2.13.0 (CPU) and tiktoken, for training only
+python3 tools/train_demo_model.py corpus   # apt-get download {corpus['package']}, extract the prose
+python3 tools/train_demo_model.py train {args} --out runner/demo_model
+```
+
+Same seed, same data and the same PyTorch build give the same batches and initial weights; the
+floating-point sums of a multi-threaded CPU run are not bit-for-bit repeatable, so the weights
+of a rerun differ in the last digits and its losses by about ±0.01.
+"""
+
+
+def _n_params(out: Path) -> int:
+    from safetensors import safe_open
+    with safe_open(str(out / "model.safetensors"), framework="np") as f:
+        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
 
 
 def plot_curve(curve: list[dict], path: Path) -> None:
@@ -411,6 +487,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-tokens", type=int, default=60_000)
+    p.add_argument("--max-minutes", type=float, default=0, help="stop there even if steps remain (0: no limit)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train)
     args = ap.parse_args(argv)
