@@ -100,7 +100,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dsn", default=None)
     ap.add_argument("--kernel", choices=["vector", "sql", "both"], default="both")
-    ap.add_argument("--quick", action="store_true", help="skip the 64-token prefill and context 1024")
+    ap.add_argument("--quick", action="store_true", help="skip the 64-token prefill, context 1024 and the batch figures")
     ap.add_argument("--profile", action="store_true", help="where the time goes, per SQL function")
     ap.add_argument("--trace-only", action="store_true", help="only the trace and lens figures")
     ap.add_argument("--batch-only", action="store_true", help="only the batch and scoring figures")
@@ -127,7 +127,8 @@ def main() -> int:
             continue
         print(f"## {kernel} kernel ({m})")
         speed(conn, dsn, m, args.quick)
-        batch_figures(conn, m)
+        if not args.quick:
+            batch_figures(conn, m)
         if args.profile:
             profile(conn, m)
     return 0
