@@ -38,6 +38,11 @@ def tokenizer_dir() -> Path:
     return Path(str(resources.files("gpt2sql.loader") / "tokenizer_data"))
 
 
+def demo_model_dir() -> Path:
+    """The small GPT-2 trained for the demo (tools/train_demo_model.py), shipped inside the package."""
+    return Path(str(resources.files("gpt2sql") / "demo_model"))
+
+
 def config_dict(p: Preset) -> dict:
     return {
         "architectures": ["GPT2LMHeadModel"],

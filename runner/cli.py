@@ -168,32 +168,54 @@ def cmd_tokenize(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    """Everything on a fresh machine: a random tiny GPT-2, loaded and generating (no download)."""
-    from .client import Client
-    from .db import data_home
-    from .loader.checkpoint import write_random_checkpoint
-    from .loader.load import is_model, load_checkpoint
+def _is_shipped_demo(conn, folder) -> bool:
+    """Whether the loaded model 'demo' is the shipped one (and not, say, an older demo model):
+    its final layer norm's gains equal the checkpoint's."""
+    import numpy as np
+    from safetensors import safe_open
 
+    with safe_open(str(folder / "model.safetensors"), framework="np") as f:
+        want = f.get_tensor("ln_f.weight").astype(np.float32)
+    got = conn.execute("SELECT value FROM demo.vectors WHERE name = 'ln_f.weight'").fetchone()
+    return got is not None and len(got[0]) == len(want) and np.array_equal(np.array(got[0], dtype=np.float32), want)
+
+
+DEMO_PROMPT = "The Python interpreter"
+DEMO_TOKENS = 30
+
+
+def cmd_demo(args) -> int:
+    """Everything on a fresh machine: the small trained GPT-2 shipped in the package, loaded and generating."""
+    from .client import Client
+    from .loader.checkpoint import demo_model_dir
+    from .loader.load import is_model, load_checkpoint
+    from .loader.source import read_config
+
+    folder = demo_model_dir()
+    shipped = read_config(folder / "config.json")
     with Client(args.dsn) as client:
-        if not is_model(client.connection, "demo"):
-            folder = write_random_checkpoint(data_home() / "checkpoints" / "tiny-random", "tiny", seed=0)
-            print(f"loading a tiny GPT-2 with random weights from {folder} as model 'demo' ...")
+        conn = client.connection
+        present = is_model(conn, "demo")
+        if not (present and _is_shipped_demo(conn, folder)):
+            print(f"loading the demo model (a small GPT-2 trained for gpt2sql, not OpenAI's; see {folder / 'README.md'})"
+                  f"\n  {shipped.n_layer} layers, {shipped.n_head} heads, {shipped.n_embd} wide, "
+                  f"{shipped.n_positions} positions, as model 'demo' ...")
             # the sql kernel: exact float64 products, the same numbers as docs/walkthrough.md
-            load_checkpoint(client.connection, str(folder), "demo", progress=False, kernel="sql")
+            load_checkpoint(conn, str(folder), "demo", replace=present, progress=False, kernel="sql")
         model = client.model("demo")
-        prompt = "The database said"
+        prompt = DEMO_PROMPT
         print(f"tokens of {prompt!r}: {model.tokenize(prompt)}")
         print("most likely next tokens:")
         for p in model.next_token_probs(prompt, 5):
-            print(f"  {p.rank}. {p.piece!r:>16}  p={p.probability:.6f}")
-        print("greedy continuation (random weights, so expect nonsense):")
+            print(f"  {p.rank}. {p.piece!r:>16}  p={p.probability:.4f}")
+        print("greedy continuation, to the end of the line:")
         print(prompt, end="", flush=True)
-        for piece in model.stream(prompt, max_new_tokens=12):
+        for piece in model.stream(prompt, max_new_tokens=DEMO_TOKENS, stop="\n"):
             print(piece, end="", flush=True)
         print()
-        print("the same from psql:  SELECT * FROM demo.generate('The database said', 12);")
-        print("look inside:         gpt2sql trace 'The database said' --model demo   (then docs/walkthrough.md)")
+        print(f"the same from psql:  SELECT demo.complete('{prompt}', {DEMO_TOKENS}, stop => E'\\n');")
+        print(f"look inside:         gpt2sql trace '{prompt}' --model demo   (then docs/walkthrough.md)")
+        print("OpenAI's GPT-2, where the Hugging Face hub is reachable:  gpt2sql load gpt2")
     return 0
 
 
@@ -313,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dsn(p)
     p.set_defaults(func=cmd_tokenize)
 
-    p = sub.add_parser("demo", help="load a tiny random GPT-2 and generate from it (no download)")
+    p = sub.add_parser("demo", help="load the small trained GPT-2 shipped with gpt2sql and generate (no download)")
     _add_dsn(p)
     p.set_defaults(func=cmd_demo)
 

@@ -3,7 +3,6 @@ changes nothing; seeded sampling repeats; concurrent generations do not interfer
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -14,7 +13,6 @@ import pytest
 
 import gpt2sql
 import reference_gpt2 as ref
-from gpt2sql.loader.checkpoint import write_random_checkpoint
 from reference_tokenizer import encode
 
 PROMPT = "Hello, my name is"
@@ -184,17 +182,3 @@ def test_prompt_is_just_text(tiny):
         assert model in client.models()
         with pytest.raises(ValueError, match="NUL"):
             m.generate("a\x00b")
-
-
-def test_demo_command_generates_numpys_greedy_tokens(main_dsn, tmp_path):
-    """`gpt2sql demo` (the README's run command) loads the seed-0 tiny model and continues greedily."""
-    env = dict(os.environ, GPT2SQL_HOME=str(tmp_path / "home"))
-    res = subprocess.run([sys.executable, "-m", "gpt2sql.cli", "demo", "--dsn", main_dsn],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr
-    cfg, params = ref.load(write_random_checkpoint(tmp_path / "ckpt", "tiny", seed=0))
-    prompt = "The database said"
-    tokens = ref.greedy(encode(prompt), 12, cfg, params)
-    with psycopg.connect(main_dsn, autocommit=True) as conn:
-        text = conn.execute("SELECT demo.detokenize(%s::int[])", (tokens,)).fetchone()[0]
-    assert prompt + text in res.stdout.splitlines()
