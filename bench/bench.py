@@ -148,7 +148,7 @@ def fake_cache(conn, m: str, positions: int) -> str:
 def profile(conn, m: str) -> None:
     """Self time per SQL function (ms) for one new token at context 16 and for a 64-token prefill."""
     cache = fake_cache(conn, m, 15)
-    cases = [("one new token, context 16", f"SELECT ({m}.forward(ARRAY[42], {cache})).logits[1]"),
+    cases = [("one new token, context 16", f"SELECT ({m}.forward_batch(ARRAY[42], ARRAY[1], {cache})).logits[1][1]"),
              ("64-token prefill", f"SELECT ({m}.forward(%s, NULL)).logits[1]")]
     conn.execute("SET track_functions = 'pl'")
     for label, q in cases:
@@ -237,11 +237,12 @@ def speed(conn, dsn: str, m: str, quick: bool) -> None:
                     2 if n < 64 else 1)
         print(f"forward pass, {n:2d}-token prompt (prefill)  {t:8.2f} s   ({t / n:.3f} s per prompt token)")
 
-    # one new position at context S: forward(ARRAY[token], cache) with a cache of S-1 positions;
+    # one new position at context S: forward_batch(ARRAY[token], ARRAY[1], cache) with a cache of S-1
+    # positions, as generate() runs it for each new token;
     # the backend's peak private memory is sampled from /proc when the server runs on this machine
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     for ctx in (16, 256) if quick else (16, 256, 1024):
-        q = f"SELECT cardinality(({m}.forward(ARRAY[42], {fake_cache(conn, m, ctx - 1)})).logits)"
+        q = f"SELECT cardinality(({m}.forward_batch(ARRAY[42], ARRAY[1], {fake_cache(conn, m, ctx - 1)})).logits)"
         peak = PeakPrivateMemory(pid)
         with peak:
             t = best_of(lambda: conn.execute(q).fetchone(), 3 if ctx < 1024 else 1)

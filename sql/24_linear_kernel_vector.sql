@@ -51,7 +51,8 @@ DECLARE
     n_chunks int;
     y        float8[] := '{}';  -- [T][n_out]
     part     float8[];          -- [positions of this block][n_out * n_chunks]
-    block    int := 64;         -- positions per query: one array_agg each
+    block    int := 8;          -- positions per query, one array_agg each: a query's input vectors are
+                                -- an array, and finding its k-th element walks the ones before it
     -- y[t][j] from the inner product(s) s: bias, residual, GELU
     finish   text := CASE WHEN gelu THEN 'gelu(%s + coalesce($3[%2$s], 0))'
                           ELSE '%s + coalesce($3[%2$s], 0) + coalesce($4[%3$s][%2$s], 0)' END;
@@ -61,16 +62,16 @@ BEGIN
         IF n_chunks = 1 THEN    -- (t) -> y[t]: one inner product per weight row
             EXECUTE format('SELECT ARRAY[%s] FROM matrices AS m WHERE m.name = $2',
                            (SELECT string_agg(format('array_agg(' || finish || ' ORDER BY m.row)',
-                                                     format('-(m.w <#> $1[%s])', t + 1), 'm.row + 1', t + 1),
+                                                     format('-(m.w <#> $1[%s])', t - t0 + 1), 'm.row + 1', t + 1),
                                               ', ' ORDER BY t)
                               FROM generate_series(t0, least(t0 + block, n_t) - 1) AS t))
-               INTO part USING xs, weight, b, residual;
+               INTO part USING xs[t0 * n_chunks + 1:(t0 + block) * n_chunks], weight, b, residual;
         ELSE                    -- (t) -> every chunk's inner product, in (row, chunk) order, then summed per row
             EXECUTE format('SELECT ARRAY[%s] FROM matrices AS m WHERE m.name = $2',
                            (SELECT string_agg(format('array_agg(-(m.w <#> $1[%s + m.chunk]) ORDER BY m.row, m.chunk)',
-                                                     t * n_chunks + 1), ', ' ORDER BY t)
+                                                     (t - t0) * n_chunks + 1), ', ' ORDER BY t)
                               FROM generate_series(t0, least(t0 + block, n_t) - 1) AS t))
-               INTO part USING xs, weight;
+               INTO part USING xs[t0 * n_chunks + 1:(t0 + block) * n_chunks], weight;
             EXECUTE format('SELECT array_agg(s.v ORDER BY r.t)
                               FROM generate_series(1, array_length($1, 1)) AS r(t)
                              CROSS JOIN LATERAL (SELECT array_agg(%s ORDER BY j) AS v

@@ -5,8 +5,8 @@
 -- forward(tokens, cache) runs the new tokens only, reading the keys and values of earlier
 -- positions from cache (one kv per layer; NULL for a fresh prompt) and returning the extended
 -- cache. The whole prompt goes through each layer in one set of queries (prefill).
--- forward_batch does the same for several sequences at once, and hidden() is the part they
--- share: everything up to the final layer norm, for every new row.
+-- forward_batch does the same for several sequences at once (forward is its one-sequence case);
+-- hidden() stops before the final layer norm and keeps every position (65_score.sql).
 
 CREATE FUNCTION check_tokens(tokens int[], past int) RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -26,11 +26,12 @@ BEGIN
 END
 $$;
 
--- The residual stream after the last block, for the new rows of one or more sequences (see
--- 34_block.sql): tokens holds lengths[b] new tokens of sequence b after one another; cache holds
--- one kv per (layer, sequence) at cache[layer * B + b] (B = cardinality(lengths); one sequence:
--- cache[layer + 1]), NULL for fresh prompts. Each sequence's positions continue after its cache.
-CREATE FUNCTION hidden(tokens int[], lengths int[], cache kv[], OUT x float8[], OUT present kv[])
+-- logits [B'][V] of the position after the last new row of each advancing sequence (B' of them,
+-- in order), and the extended caches. tokens holds lengths[b] new tokens of sequence b after one
+-- another (0 for a sequence that sits this step out); cache holds one kv per (layer, sequence) at
+-- cache[layer * B + b] (B = cardinality(lengths); one sequence: cache[layer + 1]), NULL for fresh
+-- prompts. Each sequence's positions continue after its own cache.
+CREATE FUNCTION forward_batch(tokens int[], lengths int[], cache kv[], OUT logits float8[], OUT present kv[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET jit = off                   -- for every stage below; see 23_linear_kernel_sql.sql
@@ -41,6 +42,9 @@ DECLARE
     positions int[] := '{}';    -- [T] the position of each new row in its own sequence
     past      int;
     r         int := 0;
+    x         float8[];
+    last      float8[] := '{}'; -- [B'][C] the last new row of each advancing sequence
+    caches    kv[];             -- [B] one layer's caches
     out       record;
 BEGIN
     IF tokens IS NULL OR cardinality(tokens) = 0 THEN
@@ -59,33 +63,42 @@ BEGIN
     x := embed(tokens, positions);                                                  -- [T][C]
     present := '{}';
     FOR layer IN 0 .. n_layer - 1 LOOP
-        out := block(layer, x, lengths, cache[layer * n_seq + 1:layer * n_seq + n_seq]);
+        FOR b IN 1 .. n_seq LOOP                                                    -- element by element: no copy
+            caches[b] := cache[layer * n_seq + b];                                  -- of the other layers' caches
+        END LOOP;
+        out := block(layer, x, lengths, caches);
         x := out.y;                                                                 -- [T][C]
-        present[layer * n_seq + 1:layer * n_seq + n_seq] := out.present;           -- in place, no copy of earlier layers
+        FOR b IN 1 .. n_seq LOOP
+            present[layer * n_seq + b] := out.present[b];                           -- in place
+        END LOOP;
     END LOOP;
+    r := 0;
+    FOR b IN 1 .. n_seq LOOP
+        CONTINUE WHEN lengths[b] = 0;
+        r := r + lengths[b];
+        last := array_cat(last, x[r:r][:]);
+    END LOOP;
+    logits := linear(layer_norm(last, 'ln_f'), 'wte.weight', NULL);                -- [B'][V]
 END
 $$;
 
--- logits [B'][V] of the position after the last new row of each advancing sequence (B' of them,
--- in order), and the extended caches: one step of a batch (60_generate.sql, generate_batch)
-CREATE FUNCTION forward_batch(tokens int[], lengths int[], cache kv[], OUT logits float8[], OUT present kv[])
+-- the residual stream after the last block, [T][C], for every position of a fresh sequence (scoring)
+CREATE FUNCTION hidden(tokens int[])
+RETURNS float8[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET jit = off
 AS $$
 DECLARE
-    h    record;
-    last float8[] := '{}';     -- [B'][C] the last new row of each advancing sequence
-    r    int := 0;
+    n_layer int := (SELECT c.n_layer FROM config AS c);
+    x       float8[];
 BEGIN
-    h := hidden(tokens, lengths, cache);
-    FOR b IN 1 .. cardinality(lengths) LOOP
-        CONTINUE WHEN lengths[b] = 0;
-        r := r + lengths[b];
-        last := array_cat(last, h.x[r:r][:]);
+    PERFORM check_tokens(tokens, 0);
+    x := embed(tokens, ARRAY(SELECT generate_series(0, cardinality(tokens) - 1)));  -- [T][C]
+    FOR layer IN 0 .. n_layer - 1 LOOP
+        x := (block(layer, x, ARRAY[cardinality(tokens)], NULL)).y;                 -- [T][C]
     END LOOP;
-    logits := linear(layer_norm(last, 'ln_f'), 'wte.weight', NULL);                -- [B'][V]
-    present := h.present;
+    RETURN x;
 END
 $$;
 

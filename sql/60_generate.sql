@@ -89,7 +89,7 @@ AS $$
 DECLARE
     n_positions int := (SELECT c.n_positions FROM config AS c);
     tokens   int[];
-    state    record;            -- (logits, present): the model's output and the KV cache
+    state    record;            -- (logits [1][V], present): the model's output and the KV cache
     n_ctx    int;               -- positions used so far
     out      token_text;        -- (piece, pending bytes, finish) of the latest token
     text_out text := '';        -- everything generated so far, for the stop string
@@ -109,7 +109,7 @@ BEGIN
         RAISE EXCEPTION 'gpt2sql: the prompt is % tokens; the model''s context is % positions', n_ctx, n_positions
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    state := forward(tokens, NULL);                                   -- prefill: the whole prompt at once
+    state := forward_batch(tokens, ARRAY[n_ctx], NULL);               -- prefill: the whole prompt at once
     out := ROW('', ''::bytea, NULL)::token_text;
 
     FOR i IN 1 .. max_new_tokens LOOP
@@ -126,7 +126,7 @@ BEGIN
             USING DETAIL = json_build_object('step', i, 'token', token, 'piece', piece, 'finish', finish)::text;
         RETURN NEXT;
         EXIT WHEN finish IS NOT NULL;
-        state := forward(ARRAY[token], state.present);                -- one new position, the cache holds the rest
+        state := forward_batch(ARRAY[token], ARRAY[1], state.present); -- one new position, the cache holds the rest
         n_ctx := n_ctx + 1;
     END LOOP;
 END

@@ -69,7 +69,7 @@ BEGIN
     n := cardinality(seq) - 1;
     LOOP
         stop := least(start + n_ctx, n + 1);
-        x := (hidden(seq[start + 1:stop], ARRAY[stop - start], NULL)).x;          -- [stop - start][C]
+        x := hidden(seq[start + 1:stop]);                                          -- [stop - start][C]
         -- window row j (seq[start + j]) predicts text token start + j; score tokens done + 1 .. stop - 1
         FOR row_from IN done + 1 - start .. stop - 1 - start BY score_rows() LOOP
             RETURN QUERY
