@@ -184,8 +184,9 @@ class Model:
     def generate_batch(self, prompts: Sequence[str], **options) -> list[str]:
         """The continuation of each prompt, in order: all prompts advance together, one model run per
         step for all of them (SQL generate_batch). Same options as ``generate``."""
-        out = [""] * len(_check_prompts(prompts))
-        for s in self.steps_batch(prompts, **options):
+        steps = self.steps_batch(prompts, **options)        # checks the prompts
+        out = [""] * len(prompts)
+        for s in steps:
             out[s.prompt_index - 1] += s.piece
         return out
 

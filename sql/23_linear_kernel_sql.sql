@@ -1,8 +1,8 @@
 -- 23_linear_kernel_sql.sql: the sql kernel, product and matrix_rows on stock PostgreSQL (no extension).
 -- Created for models loaded with --kernel sql; 24_linear_kernel_vector.sql has the same functions for pgvector.
 --
--- product(x, weight, b) -> [T][n_out] = x @ W + b: the (t, j) -> y rows of linear_rows, plus the
--- bias, gathered into one array per position t.
+-- product(x, weight, b, residual, gelu) -> [T][n_out] = x @ W + b (+ residual, or through GELU):
+-- the (t, j) -> y rows of linear_rows, finished and gathered into one array per position t.
 --
 -- linear_rows(x [T][n_in], weight) -> (t, j) -> y = sum over i of x[t][i] * W[i][j]
 --   The weights are rows of 256 real columns (01_matrices.sql). The input is cut the same way, one
