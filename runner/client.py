@@ -102,6 +102,28 @@ class LensPrediction:
 
 
 @dataclass(frozen=True)
+class PredictionChange:
+    position: int
+    rank: int
+    token_a: int         # this trace's rank-th likeliest next token
+    piece_a: str
+    probability_a: float
+    token_b: int         # the other trace's
+    piece_b: str
+    probability_b: float
+    probability_b_of_a: float  # how likely the other trace finds token_a
+
+
+@dataclass(frozen=True)
+class ResidualChange:
+    layer: int
+    sublayer: str        # 'attn' or 'mlp': the residual stream after that sub-layer
+    position: int
+    distance: float      # ||x_b - x_a||
+    norm_a: float        # ||x_a||
+
+
+@dataclass(frozen=True)
 class SamplingOptions:
     max_new_tokens: int = 20
     temperature: float = 0.0
@@ -218,13 +240,16 @@ class Model:
         return self._call("SELECT {m}.perplexity(%s)", (_check_text(text, "text"),))[0][0]
 
     # -- looking inside -------------------------------------------------------------------
-    def trace(self, prompt: str, keep: str | None = None) -> "Trace":
+    def trace(self, prompt: str, keep: str | None = None,
+              ablate: Sequence[tuple[int, int]] | None = None) -> "Trace":
         """Run one forward pass over ``prompt`` keeping every intermediate value (see Trace);
-        ``keep`` is how long to keep them, as a PostgreSQL interval ('1 day' by default)."""
-        if keep is None:
-            trace_id = self._call("SELECT {m}.trace(%s)", (_check_text(prompt),))[0][0]
-        else:
-            trace_id = self._call("SELECT {m}.trace(%s, %s::interval)", (_check_text(prompt), keep))[0][0]
+        ``keep`` is how long to keep them, as a PostgreSQL interval ('1 day' by default);
+        ``ablate`` lists (layer, head) pairs whose output is zeroed: a trace of the changed model."""
+        pairs = [list(p) for p in ablate] if ablate else None
+        if pairs is not None and any(len(p) != 2 for p in pairs):
+            raise ValueError(f"ablate takes (layer, head) pairs, got {list(ablate)!r}")
+        trace_id = self._call("SELECT {m}.trace(%s, coalesce(%s::interval, '1 day'), %s::int[])",
+                              (_check_text(prompt), keep, pairs))[0][0]
         return Trace(self, trace_id)
 
     def get_trace(self, trace_id: int) -> "Trace":
@@ -295,11 +320,12 @@ class Trace:
     the same queries work in psql (see docs/walkthrough.md)."""
 
     def __init__(self, model: Model, trace_id: int):
-        row = model._call("SELECT prompt, tokens, expires_at FROM {m}.traces WHERE trace_id = %s", (trace_id,))
+        row = model._call("SELECT prompt, tokens, expires_at, ablate FROM {m}.traces WHERE trace_id = %s", (trace_id,))
         if not row:
             raise LookupError(f"no trace {trace_id} in model {model.name!r} (traces expire; see its traces table)")
         self.model, self.id = model, trace_id
-        self.prompt, self.tokens, self.expires_at = row[0]
+        self.prompt, self.tokens, self.expires_at, ablate = row[0]
+        self.ablate: list[tuple[int, int]] = [tuple(p) for p in ablate or []]  # (layer, head) zeroed
         self.pieces: list[str] = [r[0] for r in model._call(
             "SELECT piece FROM {m}.trace_tokens WHERE trace_id = %s ORDER BY position", (trace_id,))]
 
@@ -341,6 +367,16 @@ class Trace:
         """The top k tokens of every layer's residual stream, at every position or just one."""
         rows = self.model._call("SELECT * FROM {m}.logit_lens(%s, %s, %s)", (self.id, k, position))
         return [LensPrediction(*r) for r in rows]
+
+    def compare(self, other: "Trace", k: int = 5) -> list[PredictionChange]:
+        """Per position and rank, this trace's and ``other``'s top k next tokens (same prompt)."""
+        rows = self.model._call("SELECT * FROM {m}.compare_traces(%s, %s, %s)", (self.id, other.id, k))
+        return [PredictionChange(*r) for r in rows]
+
+    def compare_residuals(self, other: "Trace") -> list[ResidualChange]:
+        """How far ``other``'s residual stream is from this one's after every sub-layer."""
+        rows = self.model._call("SELECT * FROM {m}.compare_residuals(%s, %s)", (self.id, other.id))
+        return [ResidualChange(*r) for r in rows]
 
     def drop(self) -> bool:
         return self.model._call("SELECT {m}.drop_trace(%s)", (self.id,))[0][0]

@@ -6,7 +6,9 @@
 -- and stores what each stage produced under a new trace id. The views below turn the stored
 -- vectors into rows with named columns: (trace_id, layer, head, position, dimension, value ...).
 -- Layers, heads, positions, dimensions and tokens count from 0, as in GPT-2's own indexing.
--- Traces are the one thing gpt2sql writes after loading: each expires (after a day unless told
+-- trace(prompt, ablate => ARRAY[[layer, head], ...]) traces a changed model: the output of each
+-- listed head is zeroed before attn.c_proj (the what-if of the explorer; compare_traces() in
+-- 71_lenses.sql shows what changed). Traces are the one thing gpt2sql writes after loading: each expires (after a day unless told
 -- otherwise), expired traces are deleted by the next trace(), and drop_trace(id) / drop_traces()
 -- delete them on request.
 
@@ -15,6 +17,7 @@ CREATE TABLE traces (
     trace_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     prompt     text NOT NULL,
     tokens     int[] NOT NULL,
+    ablate     int[] NOT NULL DEFAULT '{}',   -- [n][2]: the (layer, head) pairs whose output was zeroed; '{}' for none
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );
@@ -35,7 +38,7 @@ INSERT INTO trace_stages VALUES
     ('q',                  5, 'layer', '[C]',  'ln_1 @ c_attn + b, first third; head h = dimensions h*D .. h*D+D-1'),
     ('k',                  6, 'layer', '[C]',  'ln_1 @ c_attn + b, second third'),
     ('v',                  7, 'layer', '[C]',  'ln_1 @ c_attn + b, last third'),
-    ('attn_heads',         8, 'layer', '[C]',  'per head: softmax(q k^T / sqrt(D) + causal mask) v, heads side by side'),
+    ('attn_heads',         8, 'layer', '[C]',  'per head: softmax(q k^T / sqrt(D) + causal mask) v, heads side by side (0 for an ablated head)'),
     ('attn_out',           9, 'layer', '[C]',  'attn_heads @ attn.c_proj + b'),
     ('residual_attn',     10, 'layer', '[C]',  'x = x + attn_out'),
     ('ln_2',              11, 'layer', '[C]',  'layer_norm(x) with ln_2'),
@@ -236,8 +239,54 @@ BEGIN
 END
 $$;
 
--- tokens -> trace_id: one forward pass over all the tokens, every stage stored
-CREATE FUNCTION trace(tokens int[], keep interval DEFAULT '1 day')
+-- ablate -> the same pairs as a sorted [n][2] array without repeats ('{}' for none). Accepts NULL,
+-- '{}', one pair ARRAY[layer, head] or pairs ARRAY[[layer, head], ...]; every pair must be in the model.
+CREATE FUNCTION check_ablate(ablate int[]) RETURNS int[]
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    cfg   config := (SELECT c FROM config AS c);
+    pairs int[];
+    pair  int[];
+BEGIN
+    IF ablate IS NULL OR cardinality(ablate) = 0 THEN
+        RETURN '{}';
+    END IF;
+    IF array_ndims(ablate) = 1 AND cardinality(ablate) = 2 THEN
+        pairs := ARRAY[ablate];                                                 -- one pair
+    ELSIF array_ndims(ablate) = 2 AND array_length(ablate, 2) = 2 THEN
+        pairs := ablate;
+    ELSE
+        RAISE EXCEPTION 'gpt2sql: ablate must be (layer, head) pairs, e.g. ARRAY[[0, 1], [1, 3]], got %', ablate
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH pair SLICE 1 IN ARRAY pairs LOOP
+        IF pair[1] IS NULL OR pair[2] IS NULL
+           OR NOT pair[1] BETWEEN 0 AND cfg.n_layer - 1 OR NOT pair[2] BETWEEN 0 AND cfg.n_head - 1 THEN
+            RAISE EXCEPTION 'gpt2sql: cannot ablate layer %, head %: the model has layers 0..% and heads 0..%',
+                coalesce(pair[1]::text, 'NULL'), coalesce(pair[2]::text, 'NULL'), cfg.n_layer - 1, cfg.n_head - 1
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    RETURN (SELECT array_agg(ARRAY[p.layer, p.head] ORDER BY p.layer, p.head)
+              FROM (SELECT DISTINCT pairs[i][1] AS layer, pairs[i][2] AS head
+                      FROM generate_subscripts(pairs, 1) AS i) AS p);
+END
+$$;
+
+-- whether trace id zeroed the output of (layer, head)
+CREATE FUNCTION trace_ablated(id bigint, layer int, head int) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+BEGIN ATOMIC
+    SELECT EXISTS (SELECT 1 FROM traces AS tr, generate_subscripts(tr.ablate, 1) AS i
+                    WHERE tr.trace_id = id AND tr.ablate[i][1] = layer AND tr.ablate[i][2] = head);
+END;
+
+-- tokens -> trace_id: one forward pass over all the tokens, every stage stored;
+-- the heads listed in ablate ([n][2] (layer, head) pairs) output zeros
+CREATE FUNCTION trace(tokens int[], keep interval DEFAULT '1 day', ablate int[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path FROM CURRENT
@@ -246,7 +295,10 @@ AS $$
 DECLARE
     n_layer int := (SELECT c.n_layer FROM config AS c);
     c       int := (SELECT c.n_embd FROM config AS c);
+    d       int := (SELECT c.n_embd / c.n_head FROM config AS c);
     t       int := cardinality(tokens);
+    pairs   int[] := check_ablate(ablate);  -- [n][2] (layer, head)
+    i       int;
     id      bigint;
     pre     text;
     x       float8[];           -- [T][C] the residual stream
@@ -256,8 +308,8 @@ BEGIN
     PERFORM check_tokens(tokens, 0);
     PERFORM check_keep(keep);
     DELETE FROM traces WHERE expires_at < now();                                       -- expired traces go first
-    INSERT INTO traces (prompt, tokens, expires_at)
-    VALUES ((decode_utf8(detokenize_bytes(tokens), true)).txt, tokens, now() + keep)
+    INSERT INTO traces (prompt, tokens, ablate, expires_at)
+    VALUES ((decode_utf8(detokenize_bytes(tokens), true)).txt, tokens, pairs, now() + keep)
     RETURNING trace_id INTO id;
 
     x := trace_store(id, 'embedding', NULL, add(                                       -- [T][C]
@@ -272,8 +324,13 @@ BEGIN
                 trace_store(id, 'k', layer, h[1:t][c + 1:2 * c]),
                 trace_store(id, 'v', layer, h[1:t][2 * c + 1:3 * c]);
         PERFORM trace_attention_weights(id, layer);                                      -- (head, t, s) -> weight
-        h := trace_store(id, 'attn_heads', layer,                                        -- [T][C]
-                         attention(h[1:t][1:c], kv_append(NULL, h[1:t][c + 1:2 * c], h[1:t][2 * c + 1:3 * c])));
+        h := attention(h[1:t][1:c], kv_append(NULL, h[1:t][c + 1:2 * c], h[1:t][2 * c + 1:3 * c]));  -- [T][C]
+        FOR i IN 1 .. coalesce(array_length(pairs, 1), 0) LOOP                           -- ablated heads output 0
+            IF pairs[i][1] = layer THEN
+                h[1:t][pairs[i][2] * d + 1:pairs[i][2] * d + d] := array_fill(0::float8, ARRAY[t, d]);
+            END IF;
+        END LOOP;
+        PERFORM trace_store(id, 'attn_heads', layer, h);                                 -- [T][C]
         h := trace_store(id, 'attn_out', layer,                                          -- [T][C]
                          linear(h, pre || 'attn.c_proj.weight', pre || 'attn.c_proj.bias'));
         x := trace_store(id, 'residual_attn', layer, add(x, h));                         -- [T][C]
@@ -292,11 +349,11 @@ END
 $$;
 
 -- prompt -> trace_id
-CREATE FUNCTION trace(prompt text, keep interval DEFAULT '1 day')
+CREATE FUNCTION trace(prompt text, keep interval DEFAULT '1 day', ablate int[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path FROM CURRENT
-RETURN trace(tokenize(prompt), keep);
+RETURN trace(tokenize(prompt), keep, ablate);
 
 -- deletes one trace; false if there was none
 CREATE FUNCTION drop_trace(id bigint)

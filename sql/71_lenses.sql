@@ -4,6 +4,8 @@
 --   top_predictions(trace, position, k)    the k likeliest next tokens after a position
 --   token_probability(trace, token)        how likely one token is after each position
 --   logit_lens(trace, k)                   what the residual stream "predicts" after each layer
+--   compare_traces(a, b, k)                how the top predictions changed from trace a to trace b
+--   compare_residuals(a, b)                how far the residual stream moved, after every sub-layer
 --
 -- For how the prompt became tokens, see tokenize_trace(text) in 10_tokenizer.sql.
 
@@ -178,5 +180,80 @@ BEGIN
      CROSS JOIN LATERAL top_tokens(r.v, k) AS d                                    -- (rank) -> the k best
       JOIN vocab AS v ON v.token = d.token
      ORDER BY 1, 2, d.rank;
+END
+$$;
+
+-- the two traces must exist and be of the same tokens (e.g. a trace and its ablated twin)
+CREATE FUNCTION check_comparable(a bigint, b bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM check_trace(a);
+    PERFORM check_trace(b);
+    IF (SELECT tokens FROM traces WHERE trace_id = a) IS DISTINCT FROM (SELECT tokens FROM traces WHERE trace_id = b) THEN
+        RAISE EXCEPTION 'gpt2sql: traces % and % are of different tokens; compare a trace with one of the same prompt', a, b
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. trace(prompt) and trace(prompt, ablate => ARRAY[[layer, head]])';
+    END IF;
+END
+$$;
+
+-- (position, rank) -> trace a's and trace b's rank-th likeliest next token after the position, their
+-- probabilities, and how likely b finds a's token (probability_b_of_a): what an ablation changed
+CREATE FUNCTION compare_traces(a bigint, b bigint, k int DEFAULT 5)
+RETURNS TABLE ("position" int, rank int, token_a int, piece_a text, probability_a float8,
+               token_b int, piece_b text, probability_b float8, probability_b_of_a float8)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM check_comparable(a, b);
+    PERFORM check_k(k);
+    RETURN QUERY
+    WITH logits AS MATERIALIZED (  -- (position) -> logits of a, logits of b and b's log-sum-exp
+        SELECT la.position, la.value AS la, lb.value AS lb, logsumexp(lb.value) AS lse_b
+          FROM trace_vectors AS la
+          JOIN trace_vectors AS lb ON lb.trace_id = b AND lb.stage = 'logits' AND lb.position = la.position
+         WHERE la.trace_id = a AND la.stage = 'logits'
+    ),
+    top_a AS MATERIALIZED (     -- (position, rank) -> a's k best
+        SELECT l.position, d.* FROM logits AS l CROSS JOIN LATERAL top_tokens(l.la, k) AS d
+    ),
+    top_b AS MATERIALIZED (     -- (position, rank) -> b's k best
+        SELECT l.position, d.* FROM logits AS l CROSS JOIN LATERAL top_tokens(l.lb, k) AS d
+    )
+    SELECT ta.position, ta.rank, ta.token, (decode_utf8(va.bytes, true)).txt, ta.probability,
+           tb.token, (decode_utf8(vb.bytes, true)).txt, tb.probability,
+           exp(l.lb[ta.token + 1] - l.lse_b)
+      FROM top_a AS ta
+      JOIN top_b AS tb ON tb.position = ta.position AND tb.rank = ta.rank
+      JOIN logits AS l ON l.position = ta.position
+      JOIN vocab AS va ON va.token = ta.token
+      JOIN vocab AS vb ON vb.token = tb.token
+     ORDER BY ta.position, ta.rank;
+END
+$$;
+
+-- (layer, sublayer, position) -> distance, norm_a: how far trace b's residual stream is from trace a's
+-- after each sub-layer ('attn', then 'mlp'), as the Euclidean distance ||x_b - x_a||, beside ||x_a||.
+-- Zero up to the first ablated head's sub-layer, then the change it makes and how it spreads.
+CREATE FUNCTION compare_residuals(a bigint, b bigint)
+RETURNS TABLE (layer int, sublayer text, "position" int, distance float8, norm_a float8)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM check_comparable(a, b);
+    RETURN QUERY
+    SELECT ra.layer, s.sublayer, ra.position, sqrt(sum((u.b - u.a) ^ 2)), sqrt(sum(u.a ^ 2))
+      FROM (VALUES ('attn', 'residual_attn'), ('mlp', 'residual_mlp')) AS s(sublayer, stage)
+      JOIN trace_vectors AS ra ON ra.trace_id = a AND ra.stage = s.stage                  -- (layer, position) -> x_a
+      JOIN trace_vectors AS rb ON rb.trace_id = b AND rb.stage = s.stage                  -- (layer, position) -> x_b
+                              AND rb.layer = ra.layer AND rb.position = ra.position
+     CROSS JOIN LATERAL unnest(ra.value, rb.value) AS u(a, b)                            -- (dimension) -> x_a, x_b
+     GROUP BY ra.layer, s.sublayer, ra.position
+     ORDER BY ra.layer, s.sublayer, ra.position;
 END
 $$;
