@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from . import __version__
-from .db import DatabaseError, connect, psql_executable, redact, resolve_dsn, stop_embedded
+from .db import DatabaseError, connect, psql_executable, resolve_dsn, stop_embedded
 
 
 def _add_dsn(p: argparse.ArgumentParser) -> None:
@@ -263,6 +263,22 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from . import explore
+    from .client import Client
+
+    out = explore.check_output(args.output)                 # before any work: a bad name costs no trace
+    pairs = explore.parse_ablate(args.ablate)
+    with Client(args.dsn) as client:
+        model = client.model(args.model)
+        trace = model.get_trace(args.trace) if args.trace is not None else model.trace(args.prompt)
+        written = explore.write_page(trace, out, ablate=pairs, k=args.top_k)
+    size = written.stat().st_size
+    print(f"wrote {written} ({size / 1e6:.1f} MB): trace {trace.id} of model {model.name}"
+          + (f", beside an ablated twin ({args.ablate})" if pairs else ""))
+    return 0
+
+
 def cmd_grant_reader(args) -> int:
     from .loader.load import grant_reader
 
@@ -358,6 +374,19 @@ def build_parser() -> argparse.ArgumentParser:
                                           "hover for values); default attention-L0-H0.png / logit-lens.png")
     _add_dsn(p)
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("explore", help="one self-contained HTML page with every value of a forward pass, "
+                                       "its formula and the SQL that recomputes it")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("prompt", nargs="?", help="trace this prompt")
+    which.add_argument("--trace", type=int, help="an existing trace id")
+    p.add_argument("--model", default="gpt2")
+    p.add_argument("--ablate", help="what-if: layer.head pairs whose output is zeroed, e.g. 0.1,1.3; "
+                                    "the page shows the changed model beside the original")
+    p.add_argument("--top-k", type=int, default=10, help="next-token predictions shown per position (default 10)")
+    p.add_argument("-o", "--output", required=True, help="the page to write (.html)")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("grant-reader", help="let a role generate, tokenize and read traces, but change nothing")
     p.add_argument("role")

@@ -1,0 +1,179 @@
+"""The explorer: one self-contained HTML page with every value of a traced forward pass.
+
+    gpt2sql explore "The module is imported by the" --model demo -o page.html
+    gpt2sql explore --trace 7 --model demo --ablate 1.2,3.0 -o what-if.html
+
+The page walks the forward pass in order (text -> BPE -> tokens -> embeddings -> each block ->
+ln_f -> logits -> logit lens). Every number on it is a cell carrying ``data-value`` (the value
+stored by trace()) and ``data-sql`` (a query that recomputes exactly that value from the model's
+tables and the trace, runnable as is in psql). Hovering or focusing a cell shows its formula with
+its actual inputs and that query; clicking copies the query. Scripts, styles and data are inline:
+the file needs no network.
+
+Python gathers the trace (a few queries, below); the page's script (explore.js beside this file)
+builds the cells, their SQL and their formulas from that data.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from .client import Trace
+
+TOP_K = 10      # predictions shown per position
+
+
+def parse_ablate(text: str | None) -> list[tuple[int, int]]:
+    """'0.1,1.3' -> [(0, 1), (1, 3)]: layer.head pairs, comma-separated."""
+    if text is None:
+        return []
+    pairs = []
+    for item in text.split(","):
+        layer, dot, head = item.strip().partition(".")
+        if not (dot and layer.isdigit() and head.isdigit()):
+            raise ValueError(f"--ablate takes layer.head pairs separated by commas, e.g. 0.1,1.3; got {item.strip()!r}")
+        pairs.append((int(layer), int(head)))
+    return pairs
+
+
+def check_output(out: str | Path) -> Path:
+    """The page's file, refused (before any work) unless it ends in .html."""
+    out = Path(out)
+    if out.suffix.lower() != ".html":
+        raise ValueError(f"cannot write {out.name}: the explorer writes one HTML page, so the file name must end in .html")
+    return out
+
+
+def _rows(trace: Trace, template: str, params: Sequence = ()) -> list[tuple]:
+    return trace.model._call(template, params)
+
+
+def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
+    """Everything the page shows, read from the trace tables (and the model's small tensors)."""
+    model, tid = trace.model, trace.id
+    conn = model.client.connection
+    cfg_cols = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "layer_norm_epsilon", "kernel")
+    cfg = dict(zip(cfg_cols, _rows(trace, "SELECT " + ", ".join(cfg_cols) + " FROM {m}.config")[0]))
+    n_layer, n_head, t = cfg["n_layer"], cfg["n_head"], len(trace.tokens)
+
+    vectors = {}        # "stage" or "stage@layer" -> [T][n]
+    for stage, layer, value in _rows(trace, "SELECT stage, layer, array_agg(value ORDER BY position) FROM {m}.trace_vectors "
+                                            "WHERE trace_id = %s AND stage <> 'logits' GROUP BY stage, layer", (tid,)):
+        vectors[stage if layer is None else f"{stage}@{layer}"] = value
+
+    attention = {"score": [[[[None] * t for _ in range(t)] for _ in range(n_head)] for _ in range(n_layer)],
+                 "weight": [[[[None] * t for _ in range(t)] for _ in range(n_head)] for _ in range(n_layer)]}
+    for layer, head, pos, key, score, weight in _rows(
+            trace, "SELECT layer, head, position, key_position, score, weight FROM {m}.trace_attention WHERE trace_id = %s", (tid,)):
+        attention["score"][layer][head][pos][key] = score
+        attention["weight"][layer][head][pos][key] = weight
+
+    top = [[] for _ in range(t)]   # position -> [token, piece, logit, probability] by rank
+    lse = [0.0] * t                # position -> log-sum-exp of its logits
+    for pos, _rank, token, piece, logit, prob, z in _rows(trace, """
+            SELECT s.position, d.rank, d.token, ({m}.decode_utf8(v.bytes, true)).txt, d.logit, d.probability, {m}.logsumexp(s.value)
+              FROM {m}.trace_vectors AS s
+             CROSS JOIN LATERAL {m}.top_tokens(s.value, %s) AS d
+              JOIN {m}.vocab AS v ON v.token = d.token
+             WHERE s.trace_id = %s AND s.stage = 'logits'
+             ORDER BY s.position, d.rank""", (k, tid)):
+        top[pos].append([token, piece, logit, prob])
+        lse[pos] = z
+
+    lens = [[None] * t for _ in range(n_layer + 1)]    # layer (0 = embeddings) -> position -> [token, piece, p]
+    for r in trace.logit_lens(1):
+        lens[r.layer][r.position] = [r.token, r.piece, r.probability]
+
+    data = {
+        "model": model.name,
+        "schema": model._schema.as_string(conn),
+        "config": cfg,
+        "trace": tid,
+        "prompt": trace.prompt,
+        "tokens": trace.tokens,
+        "pieces": trace.pieces,
+        "ablate": [list(p) for p in trace.ablate],
+        "bpe": [list(r[:6]) for r in _rows(trace, "SELECT * FROM {m}.tokenize_trace(%s) ORDER BY piece_index, step",
+                                           (trace.prompt,))],
+        "formulas": dict(_rows(trace, "SELECT stage, formula FROM {m}.trace_stages")),
+        "vectors": vectors,
+        "params": dict(_rows(trace, "SELECT name, value::float8[] FROM {m}.vectors")),
+        "attention": attention,
+        "top": top,
+        "lse": lse,
+        "lens": lens,
+        "k": k,
+        "compare": None,
+    }
+    if ablated is not None:
+        data["compare"] = {
+            "trace": ablated.id,
+            "ablate": [list(p) for p in ablated.ablate],
+            "predictions": [[c.position, c.rank, c.piece_a, c.probability_a, c.piece_b, c.probability_b,
+                             c.probability_b_of_a] for c in trace.compare(ablated, min(k, 5))],
+            "residuals": [[r.layer, r.sublayer, r.position, r.distance, r.norm_a]
+                          for r in trace.compare_residuals(ablated)],
+        }
+    return data
+
+
+def _json_for_script(data: dict) -> str:
+    """JSON safe inside <script>: no '</' can close the element."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+
+
+def render(data: dict) -> str:
+    here = Path(__file__).resolve().parent
+    title = f"{data['model']}: inside the forward pass of {data['prompt']!r}"
+    return (PAGE.replace("{title}", html.escape(title))
+                .replace("{style}", (here / "explore.css").read_text(encoding="utf-8"))
+                .replace("{script}", (here / "explore.js").read_text(encoding="utf-8"))
+                .replace("{data}", _json_for_script(data)))
+
+
+def write_page(trace: Trace, out: str | Path, ablate: Sequence[tuple[int, int]] = (), k: int = TOP_K) -> Path:
+    """Write the explorer page of ``trace`` to ``out`` (.html). With ``ablate`` ((layer, head)
+    pairs), a trace of the same tokens with those heads zeroed is made and shown beside it.
+    The file is written whole or not at all."""
+    out = check_output(out)
+    ablated = trace.model.trace(trace.prompt, ablate=ablate) if ablate else None
+    if ablated is not None and ablated.tokens != trace.tokens:      # a trace made from tokens, not text
+        ablated.drop()
+        raise ValueError(f"trace {trace.id}'s prompt does not tokenize back to its tokens; trace the text instead")
+    page = render(collect(trace, ablated, k))
+    fd, tmp = tempfile.mkstemp(dir=out.resolve().parent, prefix=".explore-", suffix=".html")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                               # as an ordinary new file
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+{style}
+</style></head>
+<body>
+<div id="page"><main id="walk"></main>
+<aside id="inspector" aria-live="polite"><p class="hint">Hover or focus any value to see how it was
+computed and the SQL that recomputes it; click it to copy that SQL.</p></aside></div>
+<script type="application/json" id="data">{data}</script>
+<script>
+{script}
+</script>
+</body></html>
+"""
