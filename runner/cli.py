@@ -271,6 +271,8 @@ def cmd_explore(args) -> int:
     pairs = explore.parse_ablate(args.ablate)
     with Client(args.dsn) as client:
         model = client.model(args.model)
+        if pairs:                                           # checked before anything is traced
+            model._call("SELECT {m}.check_ablate(%s::int[])", ([list(p) for p in pairs],))
         trace = model.get_trace(args.trace) if args.trace is not None else model.trace(args.prompt)
         written = explore.write_page(trace, out, ablate=pairs, k=args.top_k)
     size = written.stat().st_size

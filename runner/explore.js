@@ -427,8 +427,9 @@
     in the database. Hover or focus a value for its formula with its inputs and the SQL that recomputes it; click to copy
     the SQL (it runs as is in psql against this database while the trace is kept).</p>`;
   if (cfg.kernel === "vector")
-    head += `<p class="note">This model uses the vector kernel: its matrix products were computed by pgvector in float32, so
-      the SQL of a product (written in float64) agrees with the stored value to about 1e-6, not exactly.</p>`;
+    head += `<p class="note">This model uses the vector kernel: its matrix products and attention's weighted sums were
+      computed by pgvector in float32, so their SQL here (written in float64) agrees with the stored value to about 1e-6,
+      not exactly. Load the model with the sql kernel for exact agreement.</p>`;
   head += `<p class="toolbar"><button type="button" id="open-all">open every section</button>` +
           `<button type="button" id="close-all">close every section</button></p>`;
   let body = head;

@@ -141,6 +141,8 @@ def write_page(trace: Trace, out: str | Path, ablate: Sequence[tuple[int, int]] 
     pairs), a trace of the same tokens with those heads zeroed is made and shown beside it.
     The file is written whole or not at all."""
     out = check_output(out)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"the number of predictions shown per position must be >= 1, got {k!r}")
     ablated = trace.model.trace(trace.prompt, ablate=ablate) if ablate else None
     if ablated is not None and ablated.tokens != trace.tokens:      # a trace made from tokens, not text
         ablated.drop()

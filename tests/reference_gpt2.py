@@ -78,7 +78,8 @@ def greedy(tokens, n, cfg, p):  # [T] -> n new tokens, recomputing everything ea
     return out[len(tokens):]
 
 
-def trace(tokens, cfg, p):  # [T] -> {(stage, layer): array}: forward(), keeping every intermediate
+def trace(tokens, cfg, p, ablate=()):  # [T] -> {(stage, layer): array}: forward(), keeping every intermediate;
+    # ablate: (layer, head) pairs whose output is replaced by zeros before attn.c_proj
     eps, n_head, T = cfg["layer_norm_epsilon"], cfg["n_head"], len(tokens)
     out = {("token_embedding", None): p["wte.weight"][tokens],                 # [T, C]
            ("position_embedding", None): p["wpe.weight"][range(T)]}            # [T, C]
@@ -92,7 +93,9 @@ def trace(tokens, cfg, p):  # [T] -> {(stage, layer): array}: forward(), keeping
         qh, kh, vh = (np.stack(np.split(m, n_head, axis=-1)) for m in (q, k, v))              # 3 x [H, T, D]
         scores = keep("scores", qh @ kh.transpose(0, 2, 1) / np.sqrt(qh.shape[-1]))          # [H, T, T]
         weights = keep("weights", softmax(scores + mask))                                    # [H, T, T]
-        heads = keep("attn_heads", np.hstack(list(weights @ vh)))                            # [T, C]
+        out_h = weights @ vh                                                                 # [H, T, D]
+        out_h[[h for layer, h in ablate if layer == i]] = 0                                  # ablated heads
+        heads = keep("attn_heads", np.hstack(list(out_h)))                                   # [T, C]
         o = keep("attn_out", linear(heads, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"]))
         x = keep("residual_attn", x + o)                                                     # [T, C]
         a = keep("ln_2", layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps))          # [T, C]

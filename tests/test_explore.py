@@ -1,0 +1,337 @@
+"""The what-if (trace with ablated heads, compare_traces, compare_residuals) against the NumPy
+reference, and the explorer page in a real browser: headless Chromium (Debian's chromium and
+chromium-driver) driven by Selenium. Every sampled cell's data-sql, run against the database,
+must return its data-value."""
+
+from __future__ import annotations
+
+import collections
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+
+import reference_gpt2 as ref
+from conftest import ensure_model, kernel_of
+from gpt2sql import explore
+from gpt2sql.client import Client
+from gpt2sql.loader.checkpoint import demo_model_dir
+
+PROMPT = "Hello, my name is John. I like SQL"
+DEMO_PROMPT = "The module is imported by the"
+TOL = 1e-4                        # ablated trace vs NumPy with the head zeroed (the issue's bar)
+CLI = [sys.executable, "-m", "gpt2sql.cli"]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# on the vector kernel pgvector computes the matrix products and attention's weighted sums in float32;
+# the page's SQL recomputes them in float64
+FLOAT32 = {"q", "k", "v", "attn_heads", "attn_out", "mlp_fc", "mlp_out", "logit"}
+
+
+def stage_rows(conn, tid):
+    """(stage, layer) -> [T][n] of one trace."""
+    got = conn.execute("SELECT stage, layer, array_agg(value ORDER BY position) FROM trace_vectors "
+                       "WHERE trace_id = %s GROUP BY stage, layer", (tid,)).fetchall()
+    return {(s, layer): np.array(v) for s, layer, v in got}
+
+
+@pytest.fixture(scope="module")
+def ablation(tiny, tiny_ckpt):
+    """(conn, plain trace id, ablated trace id, tokens, cfg, params): head 1 of layer 1 zeroed."""
+    dsn, model = tiny
+    cfg, params = ref.load(tiny_ckpt)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SET search_path = {model}")
+        plain = conn.execute("SELECT trace(%s)", (PROMPT,)).fetchone()[0]
+        ablated = conn.execute("SELECT trace(%s, ablate => ARRAY[[1, 1]])", (PROMPT,)).fetchone()[0]
+        tokens = conn.execute("SELECT tokens FROM traces WHERE trace_id = %s", (plain,)).fetchone()[0]
+        yield conn, plain, ablated, tokens, cfg, params
+
+
+def test_ablated_trace_equals_numpy_with_the_head_zeroed(ablation):
+    conn, _, ablated, tokens, cfg, params = ablation
+    assert conn.execute("SELECT ablate FROM traces WHERE trace_id = %s", (ablated,)).fetchone()[0] == [[1, 1]]
+    want = ref.trace(tokens, cfg, params, ablate=[(1, 1)])
+    got = stage_rows(conn, ablated)
+    assert set(got) == {k for k in want if k[0] not in ("scores", "weights")}
+    for k, v in got.items():
+        assert np.max(np.abs(v - want[k])) <= TOL, k
+    d = cfg["n_embd"] // cfg["n_head"]
+    assert np.all(got["attn_heads", 1][:, d:2 * d] == 0)
+    # and it is not the plain model: NumPy's plain logits are further away than the tolerance
+    assert np.max(np.abs(got["logits", None] - ref.trace(tokens, cfg, params)["logits", None])) > 100 * TOL
+
+
+def test_ablation_changes_exactly_what_is_downstream_of_the_head(ablation):
+    conn, plain, ablated, tokens, cfg, _ = ablation
+    a, b = stage_rows(conn, plain), stage_rows(conn, ablated)
+    d, t = cfg["n_embd"] // cfg["n_head"], len(tokens)
+    upstream = [k for k in a if k[1] == 0 or k[1] is None and k[0] in ("token_embedding", "position_embedding", "embedding")
+                or k[1] == 1 and k[0] in ("ln_1", "q", "k", "v")]
+    for k in upstream:
+        assert np.array_equal(a[k], b[k]), k
+    other = np.ones(cfg["n_embd"], bool)
+    other[d:2 * d] = False
+    assert np.array_equal(a["attn_heads", 1][:, other], b["attn_heads", 1][:, other])
+    for k in [("attn_out", 1), ("residual_attn", 1), ("mlp_out", 1), ("residual_mlp", 1), ("ln_f", None), ("logits", None)]:
+        assert np.all(np.max(np.abs(a[k] - b[k]), axis=1) > 0), k          # every position moved
+    same = conn.execute("""SELECT count(*) FILTER (WHERE pa.weight = pb.weight), count(*)
+                             FROM trace_attention AS pa JOIN trace_attention AS pb USING (layer, head, position, key_position)
+                            WHERE pa.trace_id = %s AND pb.trace_id = %s AND pa.layer <= 1""", (plain, ablated)).fetchone()
+    assert same[0] == same[1] > 0                                      # the head's pattern is kept; its output is not
+    rows = conn.execute("SELECT layer, sublayer, position, distance, norm_a FROM compare_residuals(%s, %s)",
+                        (plain, ablated)).fetchall()
+    assert len(rows) == 2 * cfg["n_layer"] * t
+    for layer, sub, pos, dist, norm in rows:
+        want = np.linalg.norm(b[f"residual_{sub}", layer][pos] - a[f"residual_{sub}", layer][pos])
+        assert dist == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert norm == pytest.approx(np.linalg.norm(a[f"residual_{sub}", layer][pos]), rel=1e-9)
+        assert (dist > 0) == (layer >= 1), (layer, sub, pos)
+
+
+def test_compare_traces_matches_numpy(ablation):
+    conn, plain, ablated, tokens, cfg, params = ablation
+    pa = ref.softmax(ref.trace(tokens, cfg, params)["logits", None])
+    pb = ref.softmax(ref.trace(tokens, cfg, params, ablate=[(1, 1)])["logits", None])
+    rows = conn.execute("SELECT * FROM compare_traces(%s, %s, 3)", (plain, ablated)).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(p, k) for p in range(len(tokens)) for k in (1, 2, 3)]
+    for pos, rank, tok_a, piece_a, prob_a, tok_b, piece_b, prob_b, b_of_a in rows:
+        assert prob_a == pytest.approx(pa[pos, tok_a], abs=1e-6) and prob_b == pytest.approx(pb[pos, tok_b], abs=1e-6)
+        assert b_of_a == pytest.approx(pb[pos, tok_a], abs=1e-6)
+        for probs, p in ((pa[pos], prob_a), (pb[pos], prob_b)):       # rank = place among NumPy's, near-ties aside
+            assert np.sum(probs > p + 1e-6) < rank <= np.sum(probs >= p - 1e-6)
+        assert piece_a == conn.execute("SELECT detokenize(ARRAY[%s])", (tok_a,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("ablate, message", [
+    ("ARRAY[[2, 0]]", "cannot ablate layer 2, head 0: the model has layers 0..1 and heads 0..3"),
+    ("ARRAY[[0, 4]]", "cannot ablate layer 0, head 4"),
+    ("ARRAY[[-1, 0]]", "cannot ablate layer -1"),
+    ("ARRAY[0, 1, 2]", "ablate must be (layer, head) pairs"),
+    ("ARRAY[[0, 1, 2], [1, 2, 3]]", "ablate must be (layer, head) pairs"),
+    ("ARRAY[[0, NULL]]", "cannot ablate layer 0, head NULL"),
+])
+def test_bad_ablations_are_clear_errors_and_store_nothing(ablation, ablate, message):
+    conn = ablation[0]
+    before = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=re.escape(message)):
+        conn.execute(f"SELECT trace(%s, ablate => {ablate})", (PROMPT,))
+    assert conn.execute("SELECT count(*) FROM traces").fetchone()[0] == before
+
+
+def test_compare_needs_two_traces_of_the_same_tokens(ablation):
+    conn, plain, *_ = ablation
+    other = conn.execute("SELECT trace('Something else')").fetchone()[0]
+    for fn in ("compare_traces", "compare_residuals"):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=f"traces {plain} and {other} are of different tokens"):
+            conn.execute(f"SELECT * FROM {fn}(%s, %s)", (plain, other))
+        with pytest.raises(psycopg.errors.NoDataFound, match="no trace 987654"):
+            conn.execute(f"SELECT * FROM {fn}(%s, 987654)", (plain,))
+
+
+# ---------------------------------------------------------------------------------------------
+# The page in a real browser
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through chromedriver (Debian: apt-get install chromium chromium-driver)."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
+        pytest.fail(f"the browser tests need Debian's chromium and chromium-driver ({', '.join(missing)} missing): "
+                    "apt-get install chromium chromium-driver", pytrace=False)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="gpt2sql-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1500,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(browser, path: Path) -> None:
+    browser.get(path.resolve().as_uri())
+    assert browser.execute_script("return window.explorerReady") is not None, "the page's script did not finish"
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+def all_cells(browser) -> list[dict]:
+    browser.execute_script("document.getElementById('open-all').click()")
+    return browser.execute_script("return Array.from(document.querySelectorAll('.v')).map(e => "
+                                  "({stage: e.dataset.stage, value: e.dataset.value, sql: e.dataset.sql}))")
+
+
+def check_sample(dsn, cells, per_stage: int, tol_for) -> dict[str, int]:
+    """Run the data-sql of a seeded sample of each stage's cells; each must return its data-value."""
+    by_stage = collections.defaultdict(list)
+    for c in cells:
+        by_stage[c["stage"]].append(c)
+    rnd = random.Random(7)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for stage, group in by_stage.items():
+            for c in rnd.sample(group, min(per_stage, len(group))):
+                got = conn.execute(c["sql"]).fetchone()[0]        # as is: no search_path, schema-qualified
+                want = float(c["value"])
+                assert abs(float(got) - want) <= tol_for(stage, want), (stage, got, want, c["sql"])
+    return {s: len(g) for s, g in by_stage.items()}
+
+
+@pytest.fixture(scope="module")
+def demo_page(main_dsn, tmp_path_factory):
+    """The page of the trained demo model (sql kernel) with head 2 of block 1 ablated, made by the CLI."""
+    model = ensure_model(main_dsn, demo_model_dir(), "trained_sql", "sql")
+    out = tmp_path_factory.mktemp("explore") / "page.html"
+    run = subprocess.run([*CLI, "explore", DEMO_PROMPT, "--model", model, "--ablate", "1.2", "-o", str(out),
+                          "--dsn", main_dsn], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert f"wrote {out}" in run.stdout and "ablated twin (1.2)" in run.stdout
+    return main_dsn, model, out
+
+
+def test_page_is_one_self_contained_file(demo_page):
+    _, _, out = demo_page
+    page = out.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<link" not in page and not re.search(r"<script[^>]*\bsrc=", page)
+    assert "http://" not in page and "https://" not in page
+
+
+def test_page_loads_and_hover_shows_formula_and_sql(demo_page, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _, model, out = demo_page
+    open_page(browser, out)
+    browser.execute_script("document.getElementById('open-all').click()")
+    expected = {   # stage -> what its formula must say
+        "token": "BPE merges", "embedding": "wte[token]", "ln_1": "\u221a(\u03c3\u00b2 + \u03b5)",
+        "q": "\u03a3", "score": "/ \u221a32", "weight": "softmax", "attn_heads": "weight[",
+        "mlp_gelu": "tanh", "residual_mlp": "x + mlp_out", "logit": "ln_f[", "probability": "logsumexp",
+        "lens": "logit", "distance": "\u2016", "prob_b": "ablated",
+    }
+    inspector = browser.find_element(By.ID, "inspector")
+    for stage, words in expected.items():
+        cell = browser.find_elements(By.CSS_SELECTOR, f'.v[data-stage="{stage}"]')[-1]
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+        ActionChains(browser).move_to_element(cell).perform()
+        text = inspector.text
+        assert words in text, (stage, text)
+        assert cell.get_attribute("data-value") in text
+        assert "SELECT" in text and f'"{model}".' in text, text
+    # focus works as hover does (keyboard users)
+    cell = browser.find_elements(By.CSS_SELECTOR, '.v[data-stage="mlp_fc"]')[3]
+    browser.execute_script("arguments[0].focus({preventScroll: true})", cell)   # no scroll: no stray mouseover
+    assert "MLP pre-activation" in inspector.text and "mlp.c_fc.weight" in inspector.text
+    shot = tmp_path / "explorer.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_page_of_an_ablated_trace_marks_the_head_and_shows_its_zeros(demo_page, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    dsn, model, out = demo_page
+    twin = int(re.search(r'"compare":\{"trace":(\d+)', out.read_text(encoding="utf-8")).group(1))
+    with Client(dsn) as client:
+        trace = client.model(model).get_trace(twin)
+        assert trace.ablate == [(1, 2)]
+        page = explore.write_page(trace, tmp_path / "ablated.html")
+    open_page(browser, page)
+    assert "heads 1.2 ablated" in browser.find_element(By.TAG_NAME, "h1").find_element(By.XPATH, "..").text
+    browser.execute_script("document.getElementById('open-all').click()")
+    assert "ablated: output zeroed" in browser.find_element(By.ID, "s-layer-1").text
+    values = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.v[data-stage=attn_heads][data-layer=\"1\"]'))"
+        ".map(e => [Math.floor(Number(e.dataset.dim) / 32), Number(e.dataset.value)])")
+    assert {v for h, v in values if h == 2} == {0.0} and any(v != 0 for h, v in values if h != 2)
+    check_sample(dsn, [c for c in all_cells(browser) if c["stage"] == "attn_heads"], 20, lambda stage, want: 1e-9)
+
+
+def test_click_copies_the_sql(demo_page, browser):
+    from selenium.webdriver.common.by import By
+
+    _, _, out = demo_page
+    open_page(browser, out)
+    browser.execute_cdp_cmd("Browser.grantPermissions", {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
+    cell = browser.find_elements(By.CSS_SELECTOR, '.v[data-stage="weight"]')[4]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+    cell.click()
+    copied = browser.execute_async_script(
+        "const done = arguments[0]; setTimeout(() => navigator.clipboard.readText().then(done, e => done('error: ' + e)), 200);")
+    assert copied == cell.get_attribute("data-sql")
+
+
+def test_every_stage_data_sql_returns_data_value(demo_page, browser):
+    dsn, model, out = demo_page
+    open_page(browser, out)
+    cells = all_cells(browser)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        stages = {r[0] for r in conn.execute(f"SELECT stage FROM {model}.trace_stages")}
+        cfg = conn.execute(f"SELECT n_layer, n_head, n_embd FROM {model}.config").fetchone()
+    counts = check_sample(dsn, cells, 3, lambda stage, want: 1e-9)
+    assert set(counts) == (stages - {"logits"}) | {"token", "score", "weight", "logit", "probability", "lens",
+                                                     "distance", "prob_a", "prob_b"}
+    t = len(re.findall(r'data-stage="token"', browser.page_source))
+    n_layer, n_head, c = cfg
+    assert counts["q"] == counts["ln_1"] == n_layer * t * c and counts["mlp_fc"] == n_layer * t * 4 * c
+    assert counts["weight"] == n_layer * n_head * t * (t + 1) // 2
+    assert counts["lens"] == (n_layer + 1) * t and counts["distance"] == 2 * n_layer * t
+
+
+def test_page_on_every_server_and_kernel(tiny, browser, tmp_path):
+    dsn, model = tiny
+    kernel = kernel_of(dsn, model)
+    with Client(dsn) as client:
+        trace = client.model(model).trace(PROMPT)
+        out = explore.write_page(trace, tmp_path / "tiny.html", ablate=[(0, 3)], k=5)
+    open_page(browser, out)
+    cells = all_cells(browser)
+
+    def tol(stage, want):   # pgvector's float32 products vs the page's float64 SQL; everything else exact
+        return 1e-9 if kernel == "sql" or stage not in FLOAT32 else 1e-5 * max(1.0, abs(want))
+
+    counts = check_sample(dsn, cells, 2, tol)
+    assert counts["weight"] == 2 * 4 * len(trace.tokens) * (len(trace.tokens) + 1) // 2
+    if kernel == "vector":
+        assert "pgvector in float32" in browser.page_source
+
+
+def test_cli_bad_inputs_are_clear_errors_and_write_nothing(main_dsn, tiny_ckpt, tmp_path):
+    model = ensure_model(main_dsn, tiny_ckpt, "tiny_explore", "sql")
+
+    def run(*args):
+        return subprocess.run([*CLI, "explore", *args, "--dsn", main_dsn], capture_output=True, text=True, timeout=300)
+
+    def traces():
+        with psycopg.connect(main_dsn, autocommit=True) as conn:
+            return conn.execute(f"SELECT count(*) FROM {model}.traces").fetchone()[0]
+
+    before = traces()
+    cases = [
+        (["Hello", "--model", model, "-o", str(tmp_path / "page.png")], "file name must end in .html"),
+        (["Hello", "--model", "no_such_model", "-o", str(tmp_path / "a.html")], "no_such_model"),
+        (["--trace", "987654", "--model", model, "-o", str(tmp_path / "b.html")], "no trace 987654"),
+        (["Hello", "--model", model, "--ablate", "5.0", "-o", str(tmp_path / "c.html")],
+         "cannot ablate layer 5, head 0: the model has layers 0..1 and heads 0..3"),
+        (["Hello", "--model", model, "--ablate", "1-2", "-o", str(tmp_path / "d.html")], "layer.head pairs"),
+    ]
+    for args, message in cases:
+        r = run(*args)
+        assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []           # no page, no temporary file left
+    assert traces() == before                                          # and no trace
