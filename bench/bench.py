@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 
 import gpt2sql
-from gpt2sql.loader.checkpoint import write_random_checkpoint
+from gpt2sql.loader.checkpoint import demo_model_dir, write_random_checkpoint
 from gpt2sql.loader.load import is_model, load_checkpoint
 
 MODEL = "bench124m"   # + _vector / _sql
@@ -104,6 +104,8 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="where the time goes, per SQL function")
     ap.add_argument("--trace-only", action="store_true", help="only the trace and lens figures")
     ap.add_argument("--batch-only", action="store_true", help="only the batch and scoring figures")
+    ap.add_argument("--explore-only", action="store_true",
+                    help="only the explorer page figures (the demo model and the 124M shape; needs chromium)")
     args = ap.parse_args()
     dsn = gpt2sql.resolve_dsn(args.dsn)
     conn = psycopg.connect(dsn, autocommit=True)
@@ -124,6 +126,11 @@ def main() -> int:
             continue
         if args.batch_only:
             batch_figures(conn, m)
+            continue
+        if args.explore_only:
+            if kernel == kernels[0]:
+                explore_figures(dsn, demo_model(conn), "demo model")
+            explore_figures(dsn, m, f"124M shape, {kernel} kernel")
             continue
         print(f"## {kernel} kernel ({m})")
         speed(conn, dsn, m, args.quick)
@@ -187,6 +194,51 @@ def trace_figures(conn, m: str) -> None:
         t = best_of(lambda: conn.execute(q).fetchone(), 2)
         print(f"  {label:38s} {t:8.2f} s")
     conn.execute(f"SELECT {m}.drop_trace({tid})")
+
+
+def demo_model(conn) -> str:
+    """The trained demo model, loaded with the sql kernel as `gpt2sql demo` does."""
+    if not is_model(conn, "demo"):
+        load_checkpoint(conn, str(demo_model_dir()), "demo", replace=True, progress=False, kernel="sql")
+    return "demo"
+
+
+def explore_figures(dsn: str, m: str, label: str) -> None:
+    """`gpt2sql explore` of a 6-token prompt: making the page, its size, and opening it in headless
+    Chromium (load event; the page's own script: parse the data and build the open sections; then
+    every section opened)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from gpt2sql import explore
+
+    prompt = "The module is imported by the"                                          # 6 tokens
+    with tempfile.TemporaryDirectory() as tmp, gpt2sql.Client(dsn) as client:
+        t0 = time.perf_counter()
+        trace = client.model(m).trace(prompt)
+        t_trace = time.perf_counter() - t0
+        page = explore.write_page(trace, Path(tmp) / "page.html")
+        t_page = time.perf_counter() - t0 - t_trace
+        size = page.stat().st_size
+        options = webdriver.ChromeOptions()
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1500,1000",
+                     f"--user-data-dir={tmp}/profile"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            t0 = time.perf_counter()
+            driver.get(page.resolve().as_uri())                    # returns after the load event
+            t_load = time.perf_counter() - t0
+            ready = driver.execute_script("return window.explorerReady") / 1000
+            t0 = time.perf_counter()
+            cells = driver.execute_script("document.getElementById('open-all').click(); "
+                                          "return document.querySelectorAll('.v').length")
+            t_all = time.perf_counter() - t0
+        finally:
+            driver.quit()
+        trace.drop()
+    print(f"explore [{label}]: trace {t_trace:.2f} s, page made {t_page:.2f} s, {size / 1e6:.1f} MB; in Chromium: "
+          f"opens in {t_load:.2f} s (script {ready:.2f} s), every section opened {t_all:.2f} s ({cells:,} cells)")
 
 
 BATCH_PROMPTS = ["The quick brown fox", "Hello, my name is", "The database said", "Once upon a time",

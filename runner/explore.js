@@ -16,6 +16,7 @@
   const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
   const vis = (p) => (p || "").replace(/ /g, "\u2423").replace(/\n/g, "\u23ce").replace(/\t/g, "\u21e5") || "\u2205";
   const fmt = (x) => (x === null || x === undefined) ? "\u2014" : (Math.abs(x) >= 1e4 || (Math.abs(x) < 1e-3 && x !== 0) ? x.toExponential(4) : x.toFixed(5));
+  const fp = (x) => (x < 0 ? `(${fmt(x)})` : fmt(x));          // a number after an operator
   const key = (stage, layer) => (layer === null ? stage : stage + "@" + layer);
   const vec = (stage, layer) => D.vectors[key(stage, layer)];                 // [T][n]
   const param = (name) => D.params[name];                                     // [n]
@@ -171,13 +172,13 @@
         return `wpe[${p}][${i}]: row ${p} (the position) of the position embedding matrix wpe = ${fmt(v)}`;
       case "embedding": {
         const a = vec("token_embedding", null)[p][i], b = vec("position_embedding", null)[p][i];
-        return `x = wte[token][${i}] + wpe[${p}][${i}] = ${fmt(a)} + ${fmt(b)} = ${fmt(v)}`;
+        return `x = wte[token][${i}] + wpe[${p}][${i}] = ${fmt(a)} + ${fp(b)} = ${fmt(v)}`;
       }
       case "ln_1": case "ln_2": case "ln_f": {
         const [[is, il], g] = LN[c.s](l), row = vec(is, il)[p], [m, s2] = meanVar(row);
         const gain = param(g + ".weight")[i], shift = param(g + ".bias")[i];
         return `(x[${i}] \u2212 \u03bc) / \u221a(\u03c3\u00b2 + \u03b5) \u00b7 g[${i}] + b[${i}]<br>` +
-               `= (${fmt(row[i])} \u2212 ${fmt(m)}) / \u221a(${fmt(s2)} + ${EPS}) \u00b7 ${fmt(gain)} + ${fmt(shift)} = ${fmt(v)}<br>` +
+               `= (${fmt(row[i])} \u2212 ${fp(m)}) / \u221a(${fmt(s2)} + ${EPS}) \u00b7 ${fp(gain)} + ${fp(shift)} = ${fmt(v)}<br>` +
                `x = ${is}${il === null ? "" : " of layer " + il} at position ${p}; \u03bc, \u03c3\u00b2 = mean and variance of its ${row.length} values; ` +
                `g, b = ${g}.weight, ${g}.bias`;
       }
@@ -186,7 +187,7 @@
         const n = vec(is, il)[p].length;
         const which = c.s.length === 1 ? ` (head ${Math.floor(i / HD)}, its dimension ${i % HD})` : "";
         return `\u03a3<sub>i&lt;${n}</sub> ${is}[${p}][i] \u00b7 W[i][${j}] + b[${j}]${which}<br>` +
-               `= ${fmt(v - b)} + ${fmt(b)} = ${fmt(v)}<br>W = ${w}.weight (its column ${j}: ${n} weights, ` +
+               `= ${fmt(v - b)} + ${fp(b)} = ${fmt(v)}<br>W = ${w}.weight (its column ${j}: ${n} weights, ` +
                `rows of <code>matrix_cells</code> with row = ${j}), b = ${w}.bias`;
       }
       case "score": {
@@ -199,7 +200,7 @@
         const row = D.attention.score[l][c.h][p].slice(0, p + 1), top = Math.max(...row);
         let z = 0; for (const s of row) z += Math.exp(s - top);
         return `softmax over the keys 0..${p} of the scores: exp(score \u2212 max) / \u03a3 exp(score \u2212 max)<br>` +
-               `= exp(${fmt(row[c.k])} \u2212 ${fmt(top)}) / ${fmt(z)} = ${fmt(v)}<br>` +
+               `= exp(${fmt(row[c.k])} \u2212 ${fp(top)}) / ${fmt(z)} = ${fmt(v)}<br>` +
                `keys after position ${p} are masked out (causal attention)`;
       }
       case "attn_heads": {
@@ -207,7 +208,7 @@
         if (ablated(l, h)) return `head ${h} of layer ${l} is ablated in this trace: its output is set to 0`;
         const w = D.attention.weight[l][h][p], vs = vec("v", l);
         const terms = [];
-        for (let s = 0; s <= p; s++) terms.push(`${fmt(w[s])}\u00b7${fmt(vs[s][i])}`);
+        for (let s = 0; s <= p; s++) terms.push(`${fmt(w[s])}\u00b7${fp(vs[s][i])}`);
         return `\u03a3<sub>s\u2264${p}</sub> weight[${p}][s] \u00b7 v[s][${d}] (head ${h})<br>= ` +
                (terms.length > 8 ? terms.slice(0, 8).join(" + ") + ` + \u2026 (${terms.length} terms)` : terms.join(" + ")) +
                ` = ${fmt(v)}`;
@@ -215,7 +216,7 @@
       case "residual_attn": case "residual_mlp": {
         const [[xs, xl], [os, ol]] = RESIDUAL[c.s](l);
         return `x + ${os}: the stream before (${xs}${xl === null ? "" : " of layer " + xl}) plus what the sub-layer added<br>` +
-               `= ${fmt(vec(xs, xl)[p][i])} + ${fmt(vec(os, ol)[p][i])} = ${fmt(v)}`;
+               `= ${fmt(vec(xs, xl)[p][i])} + ${fp(vec(os, ol)[p][i])} = ${fmt(v)}`;
       }
       case "mlp_gelu": {
         const x = vec("mlp_fc", l)[p][i];
@@ -226,7 +227,7 @@
                `${c.tok} is the dot product of the ${C} values of ln_f with its embedding = ${fmt(v)}`;
       case "probability": {
         const logit = D.top[p].find((r) => r[0] === c.tok)[2];
-        return `softmax: exp(logit \u2212 logsumexp(all ${cfg.vocab_size} logits))<br>= exp(${fmt(logit)} \u2212 ${fmt(D.lse[p])}) = ${fmt(v)}`;
+        return `softmax: exp(logit \u2212 logsumexp(all ${cfg.vocab_size} logits))<br>= exp(${fmt(logit)} \u2212 ${fp(D.lse[p])}) = ${fmt(v)}`;
       }
       case "lens":
         return `the residual stream ${l === 0 ? "of the embeddings" : "after block " + (l - 1)} at position ${p}, put through ln_f ` +
@@ -258,7 +259,7 @@
     const a = Math.min(1, Math.abs(x) / (scale || 1)), lo = Math.round(255 * (1 - a));
     return x >= 0 ? `background:rgb(255,${lo},${lo})` : `background:rgb(${lo},${lo},255)`;
   }
-  const heat = (w) => `background:rgba(20,60,200,${Math.max(0, Math.min(1, w)).toFixed(3)})`;
+  const heat = (w) => `background:rgba(20,60,200,${Math.max(0, Math.min(1, w)).toFixed(3)})` + (w > 0.55 ? ";color:#fff" : "");
   function scaleOf(rows, from, to) {
     let m = 0;
     for (const r of rows) for (let j = from; j < to; j++) m = Math.max(m, Math.abs(r[j]));
@@ -339,7 +340,7 @@
       out += "</div></div>";
     }
     out += `</div><h3>attention pattern of every head</h3><p class="formula-line">score = q\u00b7k/\u221aD (left),
-      weight = softmax of the scores over the keys at or before the query (right); rows are queries, columns keys.</p><div class="heads">`;
+      weight = softmax of the scores over the keys at or before the query (right); rows are queries, columns keys.</p><div class="heads wide">`;
     for (let h = 0; h < NH; h++)
       out += `<div class="head${ablated(l, h) ? " ablated" : ""}"><b>head ${h}</b>${ablated(l, h) ? ' <span class="abl">ablated: output zeroed</span>' : ""}` +
              `<div style="display:flex;gap:0.6em;flex-wrap:wrap">${headGrid("score", l, h)}${headGrid("weight", l, h)}</div></div>`;
@@ -399,7 +400,8 @@
     let pos = -1;
     for (const [p, rank, pa, prA, pb, prB] of CMP.predictions) {
       if (p !== pos) {
-        out += (pos >= 0 ? "</table>" : "") + `<table class="preds"><tr><th colspan="5">after ${esc(tokLabel(p))}</th></tr>`;
+        out += (pos >= 0 ? "</table>" : "") + `<table class="preds"><tr><th colspan="5">after ${esc(tokLabel(p))}</th></tr>` +
+               `<tr><td></td><td colspan="2">original</td><td colspan="2">ablated</td></tr>`;
         pos = p;
       }
       out += `<tr><td>${rank}</td><td class="mono">${esc(vis(pa))}</td>` + cell("td", { s: "prob_a", p, rank }, prA, "", fmt(prA)) +
@@ -416,7 +418,7 @@
   ];
   for (let l = 0; l < NL; l++)
     sections.push([`layer-${l}`, `${3 + l}. Block ${l}`, `ln_1 \u2192 q, k, v \u2192 attention \u2192 c_proj \u2192 + \u2192 ln_2 \u2192 MLP \u2192 +` +
-                   (D.ablate.some((p) => p[0] === l) ? " (ablated heads)" : ""), () => layerSection(l), l === 0]);
+                   (D.ablate.some((p) => p[0] === l) ? " (ablated heads)" : ""), () => layerSection(l), l === 0 && T * C <= 2048]);   // a big block waits to be opened
   sections.push(["output", `${3 + NL}. ln_f \u2192 logits`, `top ${D.k} per position`, outputSection, true]);
   sections.push(["lens", `${4 + NL}. Logit lens`, "what the stream predicts after each block", lensSection, true]);
   if (CMP) sections.push(["what-if", `${5 + NL}. What if: ablated heads`, `trace ${TID} vs trace ${CMP.trace}`, compareSection, true]);
