@@ -38,7 +38,7 @@ INSERT INTO trace_stages VALUES
     ('q',                  5, 'layer', '[C]',  'ln_1 @ c_attn + b, first third; head h = dimensions h*D .. h*D+D-1'),
     ('k',                  6, 'layer', '[C]',  'ln_1 @ c_attn + b, second third'),
     ('v',                  7, 'layer', '[C]',  'ln_1 @ c_attn + b, last third'),
-    ('attn_heads',         8, 'layer', '[C]',  'per head: softmax(q k^T / sqrt(D) + causal mask) v, heads side by side (0 for an ablated head)'),
+    ('attn_heads',         8, 'layer', '[C]',  'per head: softmax(q k^T / sqrt(D) + causal mask) v, heads side by side'),
     ('attn_out',           9, 'layer', '[C]',  'attn_heads @ attn.c_proj + b'),
     ('residual_attn',     10, 'layer', '[C]',  'x = x + attn_out'),
     ('ln_2',              11, 'layer', '[C]',  'layer_norm(x) with ln_2'),

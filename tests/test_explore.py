@@ -6,6 +6,7 @@ must return its data-value."""
 from __future__ import annotations
 
 import collections
+import os
 import random
 import re
 import shutil
@@ -19,7 +20,7 @@ import psycopg
 import pytest
 
 import reference_gpt2 as ref
-from conftest import ensure_model, kernel_of
+from conftest import ensure_model, kernel_model_name, kernel_of
 from gpt2sql import explore
 from gpt2sql.client import Client
 from gpt2sql.loader.checkpoint import demo_model_dir
@@ -335,3 +336,31 @@ def test_cli_bad_inputs_are_clear_errors_and_write_nothing(main_dsn, tiny_ckpt, 
         assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == []           # no page, no temporary file left
     assert traces() == before                                          # and no trace
+
+
+@pytest.mark.skipif(os.environ.get("GPT2SQL_TEST_124M", "1") == "0",
+                    reason="GPT2SQL_TEST_124M=0 set: the 124M-shaped tests were deselected on purpose")
+def test_page_of_the_124m_shape(main_dsn, ckpt_124m, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        has_vector = conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'").fetchone()[0]
+    kernel = "vector" if has_vector else "sql"
+    model = ensure_model(main_dsn, ckpt_124m, kernel_model_name("m124_test", kernel), kernel)
+    with Client(main_dsn) as client:
+        trace = client.model(model).trace("The module is imported")
+        page = explore.write_page(trace, tmp_path / "m124.html", k=3)
+    t = len(trace.tokens)
+    open_page(browser, page)
+    assert not browser.find_element(By.ID, "s-layer-0").get_attribute("open")   # big blocks wait to be opened
+    browser.execute_script("document.getElementById('s-layer-11').open = true")
+    cells = browser.execute_script("return Array.from(document.querySelectorAll('.v')).map(e => "
+                                   "({stage: e.dataset.stage, value: e.dataset.value, sql: e.dataset.sql, layer: e.dataset.layer}))")
+    block = [c for c in cells if c["layer"] == "11"]
+    assert sum(c["stage"] == "mlp_gelu" for c in block) == t * 3072 and sum(c["stage"] == "q" for c in block) == t * 768
+    assert sum(c["stage"] == "weight" for c in block) == 12 * t * (t + 1) // 2
+
+    def tol(stage, want):
+        return 1e-9 if kernel == "sql" or stage not in FLOAT32 else 1e-5 * max(1.0, abs(want))
+
+    check_sample(main_dsn, cells, 2, tol)
