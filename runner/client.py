@@ -112,6 +112,7 @@ class PredictionChange:
     piece_b: str
     probability_b: float
     probability_b_of_a: float  # how likely the other trace finds token_a
+    stream_distance: float     # ||x_b - x_a|| of the residual stream after the last block, at this position
 
 
 @dataclass(frozen=True)

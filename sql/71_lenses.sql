@@ -201,10 +201,12 @@ END
 $$;
 
 -- (position, rank) -> trace a's and trace b's rank-th likeliest next token after the position, their
--- probabilities, and how likely b finds a's token (probability_b_of_a): what an ablation changed
+-- probabilities, how likely b finds a's token (probability_b_of_a), and how far b's residual stream
+-- is from a's at that position after the last block (stream_distance = ||x_b - x_a||, the same on
+-- every rank; compare_residuals gives it after every sub-layer): what an ablation changed
 CREATE FUNCTION compare_traces(a bigint, b bigint, k int DEFAULT 5)
 RETURNS TABLE ("position" int, rank int, token_a int, piece_a text, probability_a float8,
-               token_b int, piece_b text, probability_b float8, probability_b_of_a float8)
+               token_b int, piece_b text, probability_b float8, probability_b_of_a float8, stream_distance float8)
 LANGUAGE plpgsql STABLE
 SET search_path FROM CURRENT
 AS $$
@@ -218,6 +220,15 @@ BEGIN
           JOIN trace_vectors AS lb ON lb.trace_id = b AND lb.stage = 'logits' AND lb.position = la.position
          WHERE la.trace_id = a AND la.stage = 'logits'
     ),
+    streams AS (                -- (position) -> ||x_b - x_a|| after the last block
+        SELECT xa.position, sqrt(sum((u.eb - u.ea) ^ 2)) AS distance
+          FROM trace_vectors AS xa
+          JOIN trace_vectors AS xb ON xb.trace_id = b AND xb.stage = 'residual_mlp' AND xb.layer = xa.layer
+                                  AND xb.position = xa.position
+         CROSS JOIN LATERAL unnest(xa.value, xb.value) AS u(ea, eb)
+         WHERE xa.trace_id = a AND xa.stage = 'residual_mlp' AND xa.layer = (SELECT n_layer - 1 FROM config)
+         GROUP BY xa.position
+    ),
     top_a AS MATERIALIZED (     -- (position, rank) -> a's k best
         SELECT l.position, d.* FROM logits AS l CROSS JOIN LATERAL top_tokens(l.la, k) AS d
     ),
@@ -226,10 +237,11 @@ BEGIN
     )
     SELECT ta.position, ta.rank, ta.token, (decode_utf8(va.bytes, true)).txt, ta.probability,
            tb.token, (decode_utf8(vb.bytes, true)).txt, tb.probability,
-           exp(l.lb[ta.token + 1] - l.lse_b)
+           exp(l.lb[ta.token + 1] - l.lse_b), st.distance
       FROM top_a AS ta
       JOIN top_b AS tb ON tb.position = ta.position AND tb.rank = ta.rank
       JOIN logits AS l ON l.position = ta.position
+      JOIN streams AS st ON st.position = ta.position
       JOIN vocab AS va ON va.token = ta.token
       JOIN vocab AS vb ON vb.token = tb.token
      ORDER BY ta.position, ta.rank;
@@ -247,12 +259,12 @@ AS $$
 BEGIN
     PERFORM check_comparable(a, b);
     RETURN QUERY
-    SELECT ra.layer, s.sublayer, ra.position, sqrt(sum((u.b - u.a) ^ 2)), sqrt(sum(u.a ^ 2))
+    SELECT ra.layer, s.sublayer, ra.position, sqrt(sum((u.eb - u.ea) ^ 2)), sqrt(sum(u.ea ^ 2))
       FROM (VALUES ('attn', 'residual_attn'), ('mlp', 'residual_mlp')) AS s(sublayer, stage)
       JOIN trace_vectors AS ra ON ra.trace_id = a AND ra.stage = s.stage                  -- (layer, position) -> x_a
       JOIN trace_vectors AS rb ON rb.trace_id = b AND rb.stage = s.stage                  -- (layer, position) -> x_b
                               AND rb.layer = ra.layer AND rb.position = ra.position
-     CROSS JOIN LATERAL unnest(ra.value, rb.value) AS u(a, b)                            -- (dimension) -> x_a, x_b
+     CROSS JOIN LATERAL unnest(ra.value, rb.value) AS u(ea, eb)                          -- (dimension) -> x_a, x_b
      GROUP BY ra.layer, s.sublayer, ra.position
      ORDER BY ra.layer, s.sublayer, ra.position;
 END

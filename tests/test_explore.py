@@ -102,7 +102,10 @@ def test_compare_traces_matches_numpy(ablation):
     pb = ref.softmax(ref.trace(tokens, cfg, params, ablate=[(1, 1)])["logits", None])
     rows = conn.execute("SELECT * FROM compare_traces(%s, %s, 3)", (plain, ablated)).fetchall()
     assert [(r[0], r[1]) for r in rows] == [(p, k) for p in range(len(tokens)) for k in (1, 2, 3)]
-    for pos, rank, tok_a, piece_a, prob_a, tok_b, piece_b, prob_b, b_of_a in rows:
+    ra, rb = ref.trace(tokens, cfg, params), ref.trace(tokens, cfg, params, ablate=[(1, 1)])
+    last = ("residual_mlp", cfg["n_layer"] - 1)
+    for pos, rank, tok_a, piece_a, prob_a, tok_b, piece_b, prob_b, b_of_a, moved in rows:
+        assert moved == pytest.approx(np.linalg.norm(rb[last][pos] - ra[last][pos]), rel=1e-4) and moved > 0
         assert prob_a == pytest.approx(pa[pos, tok_a], abs=1e-6) and prob_b == pytest.approx(pb[pos, tok_b], abs=1e-6)
         assert b_of_a == pytest.approx(pb[pos, tok_a], abs=1e-6)
         for probs, p in ((pa[pos], prob_a), (pb[pos], prob_b)):       # rank = place among NumPy's, near-ties aside
