@@ -143,10 +143,11 @@ def write_page(trace: Trace, out: str | Path, ablate: Sequence[tuple[int, int]] 
     out = check_output(out)
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"the number of predictions shown per position must be >= 1, got {k!r}")
-    ablated = trace.model.trace(trace.prompt, ablate=ablate) if ablate else None
-    if ablated is not None and ablated.tokens != trace.tokens:      # a trace made from tokens, not text
-        ablated.drop()
-        raise ValueError(f"trace {trace.id}'s prompt does not tokenize back to its tokens; trace the text instead")
+    ablated = None
+    if ablate:                                      # the same tokens, those heads zeroed
+        pairs = [list(p) for p in ablate]
+        twin = trace.model._call("SELECT {m}.trace(%s::int[], '1 day'::interval, %s::int[])", (trace.tokens, pairs))
+        ablated = Trace(trace.model, twin[0][0])
     page = render(collect(trace, ablated, k))
     fd, tmp = tempfile.mkstemp(dir=out.resolve().parent, prefix=".explore-", suffix=".html")
     try:
