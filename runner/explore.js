@@ -286,6 +286,12 @@
   }
 
   // ---- sections --------------------------------------------------------------------------
+  // the first row of a grid whose columns are positions: an empty corner, then each token
+  function tokenColumns(cls) {
+    let out = `<table class="${cls}"><tr><th></th>`;
+    for (let p = 0; p < T; p++) out += `<th class="col">${esc(tokLabel(p))}</th>`;
+    return out + "</tr>";
+  }
   function textSection() {
     let bpe = `<table class="bpe"><tr><td>piece</td><td>step</td><td>symbols</td><td>merged</td><td>rank</td></tr>`;
     for (const [pi, piece, step, symbols, pair, rank] of D.bpe)
@@ -309,9 +315,7 @@
     const m = D.attention[stage][l][h];
     let scale = 0;
     if (stage === "score") for (let p = 0; p < T; p++) for (let k = 0; k <= p; k++) scale = Math.max(scale, Math.abs(m[p][k]));
-    let out = `<table class="grid"><tr><th></th>`;
-    for (let k = 0; k < T; k++) out += `<th class="col">${esc(tokLabel(k))}</th>`;
-    out += "</tr>";
+    let out = tokenColumns("grid");
     for (let p = 0; p < T; p++) {
       out += `<tr><th>${esc(tokLabel(p))}</th>`;
       for (let k = 0; k < T; k++) {
@@ -366,10 +370,8 @@
   }
   function lensSection() {
     let out = `<p class="note">The logit lens: the residual stream after each block, put through ln_f and the LM head as if
-      it were the last layer. Each cell: the top token and its probability. SQL: <code>SELECT * FROM ${esc(S)}.logit_lens(${TID})</code>.</p>
-      <table class="grid lens"><tr><th></th>`;
-    for (let p = 0; p < T; p++) out += `<th class="col">${esc(tokLabel(p))}</th>`;
-    out += "</tr>";
+      it were the last layer. Each cell: the top token and its probability. SQL: <code>SELECT * FROM ${esc(S)}.logit_lens(${TID})</code>.</p>` +
+      tokenColumns("grid lens");
     for (let l = NL; l >= 0; l--) {
       out += `<tr><th>${l === 0 ? "embeddings" : "after block " + (l - 1)}</th>`;
       for (let p = 0; p < T; p++) {
@@ -385,10 +387,8 @@
     let out = `<p class="note">What if: trace ${CMP.trace} is the same prompt with the output of head(s) <b>${heads}</b>
       (layer.head) zeroed. SQL: <code>SELECT * FROM ${esc(S)}.compare_traces(${TID}, ${CMP.trace})</code> and
       <code>SELECT * FROM ${esc(S)}.compare_residuals(${TID}, ${CMP.trace})</code>.</p>`;
-    out += `<h3>how far the residual stream moved: \u2016x<sub>ablated</sub> \u2212 x<sub>original</sub>\u2016</h3>
-      <table class="grid lens"><tr><th></th>`;
-    for (let p = 0; p < T; p++) out += `<th class="col">${esc(tokLabel(p))}</th>`;
-    out += "</tr>";
+    out += `<h3>how far the residual stream moved: \u2016x<sub>ablated</sub> \u2212 x<sub>original</sub>\u2016</h3>` +
+           tokenColumns("grid lens");
     let top = 0;
     for (const r of CMP.residuals) top = Math.max(top, r[3] / (r[4] || 1));
     let row = null;

@@ -8,9 +8,9 @@
 -- Layers, heads, positions, dimensions and tokens count from 0, as in GPT-2's own indexing.
 -- trace(prompt, ablate => ARRAY[[layer, head], ...]) traces a changed model: the output of each
 -- listed head is zeroed before attn.c_proj (the what-if of the explorer; compare_traces() in
--- 71_lenses.sql shows what changed). Traces are the one thing gpt2sql writes after loading: each expires (after a day unless told
--- otherwise), expired traces are deleted by the next trace(), and drop_trace(id) / drop_traces()
--- delete them on request.
+-- 71_lenses.sql shows what changed). Traces are the one thing gpt2sql writes after loading: each
+-- expires (after a day unless told otherwise), expired traces are deleted by the next trace(),
+-- and drop_trace(id) / drop_traces() delete them on request.
 
 -- (trace_id) -> the prompt traced
 CREATE TABLE traces (

@@ -221,13 +221,9 @@ BEGIN
          WHERE la.trace_id = a AND la.stage = 'logits'
     ),
     streams AS (                -- (position) -> ||x_b - x_a|| after the last block
-        SELECT xa.position, sqrt(sum((u.eb - u.ea) ^ 2)) AS distance
-          FROM trace_vectors AS xa
-          JOIN trace_vectors AS xb ON xb.trace_id = b AND xb.stage = 'residual_mlp' AND xb.layer = xa.layer
-                                  AND xb.position = xa.position
-         CROSS JOIN LATERAL unnest(xa.value, xb.value) AS u(ea, eb)
-         WHERE xa.trace_id = a AND xa.stage = 'residual_mlp' AND xa.layer = (SELECT n_layer - 1 FROM config)
-         GROUP BY xa.position
+        SELECT r.position, r.distance
+          FROM compare_residuals(a, b) AS r
+         WHERE r.layer = (SELECT n_layer - 1 FROM config) AND r.sublayer = 'mlp'
     ),
     top_a AS MATERIALIZED (     -- (position, rank) -> a's k best
         SELECT l.position, d.* FROM logits AS l CROSS JOIN LATERAL top_tokens(l.la, k) AS d
