@@ -114,3 +114,22 @@ BEGIN
     RETURN y;
 END
 $$;
+
+-- logits [T][V] = x @ wte^T (GPT-2's LM head: the token embeddings, tied), and best[t]: the first of
+-- position t's highest logits, the token greedy decoding takes, found from each position's array
+-- as it is gathered (array_position of its max)
+CREATE FUNCTION lm_head(x float8[], OUT logits float8[], OUT best int[])
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    WITH outputs AS (           -- (t) -> position t's logits in token order, and the highest
+        SELECT r.t, array_agg(r.y ORDER BY r.j) AS v, max(r.y) AS top
+          FROM linear_rows(x, 'wte.weight') AS r
+         GROUP BY r.t
+    )
+    SELECT array_agg(o.v ORDER BY o.t), array_agg(array_position(o.v, o.top) - 1 ORDER BY o.t)
+      INTO logits, best
+      FROM outputs AS o;
+END
+$$;

@@ -27,11 +27,13 @@ END
 $$;
 
 -- logits [B'][V] of the position after the last new row of each advancing sequence (B' of them,
--- in order), and the extended caches. tokens holds lengths[b] new tokens of sequence b after one
+-- in order), best [B'] the first of each row's highest logits (the greedy choice), and the
+-- extended caches. tokens holds lengths[b] new tokens of sequence b after one
 -- another (0 for a sequence that sits this step out); cache holds one kv per (layer, sequence) at
 -- cache[layer * B + b] (B = cardinality(lengths); one sequence: cache[layer + 1]), NULL for fresh
 -- prompts. Each sequence's positions continue after its own cache.
-CREATE FUNCTION forward_batch(tokens int[], lengths int[], cache kv[], OUT logits float8[], OUT present kv[])
+CREATE FUNCTION forward_batch(tokens int[], lengths int[], cache kv[], OUT logits float8[], OUT present kv[],
+                              OUT best int[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET jit = off                   -- for every stage below; see 23_linear_kernel_sql.sql
@@ -78,7 +80,7 @@ BEGIN
         r := r + lengths[b];
         last := array_cat(last, x[r:r][:]);
     END LOOP;
-    logits := linear(layer_norm(last, 'ln_f'), 'wte.weight', NULL);                -- [B'][V]
+    SELECT h.logits, h.best INTO logits, best FROM lm_head(layer_norm(last, 'ln_f')) AS h;  -- [B'][V], [B']
 END
 $$;
 

@@ -89,7 +89,7 @@ AS $$
 DECLARE
     n_positions int := (SELECT c.n_positions FROM config AS c);
     tokens   int[];
-    state    record;            -- (logits [1][V], present): the model's output and the KV cache
+    state    record;            -- (logits [1][V], present, best [1]): the model's output and the KV cache
     n_ctx    int;               -- positions used so far
     out      token_text;        -- (piece, pending bytes, finish) of the latest token
     text_out text := '';        -- everything generated so far, for the stop string
@@ -114,7 +114,8 @@ BEGIN
 
     FOR i IN 1 .. max_new_tokens LOOP
         step := i;
-        token := sample_token(state.logits, temperature, top_k, top_p);
+        token := CASE WHEN temperature = 0 THEN state.best[1]                 -- greedy: found with the logits
+                      ELSE sample_token(state.logits, temperature, top_k, top_p) END;
         out := next_piece(token, out.pending, text_out, stop, i = max_new_tokens, n_ctx >= n_positions);
         piece := out.piece;
         finish := out.finish;
@@ -153,7 +154,7 @@ DECLARE
     n_ctx    int[] := '{}';     -- [n] positions sequence b has used
     pending  bytea[] := '{}';   -- [n] bytes of a character not yet complete
     text_out text[] := '{}';    -- [n] what sequence b generated so far, for the stop string
-    state    record;            -- (logits [B'][V], present): the model's output and the KV caches
+    state    record;            -- (logits [B'][V], present, best [B']): the model's output and the KV caches
     out      token_text;
     k        int;               -- row of state.logits for sequence b
 BEGIN
@@ -205,7 +206,8 @@ BEGIN
             CONTINUE WHEN lengths[b] = 0;                             -- finished earlier
             k := k + 1;
             prompt_index := b;
-            token := sample_token(ARRAY(SELECT unnest(state.logits[k:k][:])), temperature, top_k, top_p);
+            token := CASE WHEN temperature = 0 THEN state.best[k]
+                          ELSE sample_token(state.logits[k:k][:], temperature, top_k, top_p) END;  -- [1][V]
             out := next_piece(token, pending[b], text_out[b], stop, i = max_new_tokens, n_ctx[b] >= n_positions);
             piece := out.piece;
             finish := out.finish;

@@ -94,22 +94,27 @@ def test_score_slides_a_window_past_the_context(tiny, reference, tol):
 
 def test_forward_batch_rows_equal_numpy(tiny, reference, tol):
     """Three prompts of different lengths in one prefill, then one step where the second sits out:
-    each row's logits are its own sequence's."""
+    each row's logits are its own sequence's, and best is each row's argmax (the greedy token)."""
     dsn, model = tiny
     cfg, params = reference
     seqs = [encode(p) for p in PROMPTS[:3]]
     nxt = [11, None, 262]
     with psycopg.connect(dsn, autocommit=True) as conn:
-        first, second = conn.execute(f"""
+        first, second, best1, best2 = conn.execute(f"""
             WITH s1 AS (SELECT * FROM {model}.forward_batch(%s, %s, NULL)),
                  s2 AS (SELECT f.* FROM s1, {model}.forward_batch(%s, %s, s1.present) AS f)
-            SELECT s1.logits, s2.logits FROM s1, s2""",
+            SELECT s1.logits, s2.logits, s1.best, s2.best FROM s1, s2""",
             (sum(seqs, []), [len(s) for s in seqs], [t for t in nxt if t is not None],
              [0 if t is None else 1 for t in nxt])).fetchone()
-    for got, s in zip(first, seqs):
-        assert np.max(np.abs(np.array(got) - ref.forward(s, cfg, params)[-1])) <= tol
-    for got, s, t in zip(second, [seqs[0], seqs[2]], [nxt[0], nxt[2]]):
-        assert np.max(np.abs(np.array(got) - ref.forward(s + [t], cfg, params)[-1])) <= tol
+    for got, best, s in zip(first, best1, seqs):
+        want = ref.forward(s, cfg, params)[-1]
+        assert np.max(np.abs(np.array(got) - want)) <= tol
+        assert best == int(np.argmax(want))
+    for got, best, s, t in zip(second, best2, [seqs[0], seqs[2]], [nxt[0], nxt[2]]):
+        want = ref.forward(s + [t], cfg, params)[-1]
+        assert np.max(np.abs(np.array(got) - want)) <= tol
+        assert best == int(np.argmax(want))
+    assert len(best1) == 3 and len(best2) == 2
 
 
 def test_generate_batch_equals_each_generate(tiny, reference):
