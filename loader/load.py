@@ -76,7 +76,7 @@ def run_sql_file(cur: psycopg.Cursor, name: str, text: str) -> None:
 
 
 KERNELS = ("auto", "vector", "sql")
-PGVECTOR_MIN = (0, 5, 0)  # vector <#> vector, double precision[]::vector, binary COPY of vector
+PGVECTOR_MIN = (0, 7, 0)  # vector <#> vector, double precision[]::vector, binary COPY of vector; || (0.7)
 
 
 def _matrix_copy_dtype(name: bytes, width: int, kernel: str) -> np.dtype:

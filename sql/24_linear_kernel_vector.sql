@@ -40,12 +40,14 @@ END;
 -- [T][n_out]: x @ W + b (b NULL: no bias), plus residual[t][j] (NULL: none), through GELU if gelu.
 -- One pass over the weight rows in (row, chunk) order computes, for every position t at once, the
 -- inner products with t's input chunks, gathered by an ordered array_agg per position (the rows
--- arrive in the primary key's order, so nothing is sorted); for mlp.c_proj each output sums its
--- row's chunks. No (t, j) rows are formed, sorted or grouped: a batch of positions reads each
--- weight row once, and the arrays come out whole. The query is written for the call:
---   q: (row) -> w, b[row]        each weight row with its bias, looked up once per row, not per position
---   p: (row) -> y1 .. yn         y_t = -(w <#> x_t) + b[row] (+ residual[t][row]), the block's positions
---   ARRAY[array_agg(y_t ORDER BY row), ...], or gelu(y_t)
+-- arrive in the primary key's order, so nothing is sorted). No (t, j) rows are formed, sorted or
+-- grouped: a batch of positions reads each weight row once, and the arrays come out whole. The
+-- query is written for the call, for the n positions of a block:
+--   q: (row) -> w, b[row]      each weight row with its bias, looked up once per row, not per position
+--   p: (row) -> y1 .. yn       y_t = -(w <#> x_t) + b[row] (+ residual[t][row]);
+--                              for mlp.c_proj (4C inputs, 4 chunks a row) p sums each row's chunks
+--                              (GROUP BY row, on rows that arrive grouped) before adding b and residual
+--   ARRAY[array_agg(y_1 ORDER BY row), ...], or gelu(y_t)
 -- Terms that are NULL (no bias, no residual) are left out of the query rather than added as 0:
 -- every term is evaluated T times per weight row (c_attn for 8 positions: 5.3 -> 3.9 ms).
 -- GELU is applied to p's column, not to the expression: gelu() names its argument four times,
@@ -67,48 +69,39 @@ DECLARE
     xs       vector[];          -- [T * n_chunks] input chunks, position after position
     n_chunks int;
     y        float8[] := '{}';  -- [T][n_out]
-    part     float8[];          -- [positions of this block][n_out * n_chunks]
+    part     float8[];          -- [n][n_out] the outputs of one block of positions
     block    int;               -- positions per query, one array_agg each: a query's input vectors are
                                 -- an array, and finding its k-th element walks the ones before it, so
                                 -- at most 16 (34 positions: 3 queries of 12, 10-20% faster than 5 of 8)
     n        int;               -- positions in this block
-    -- y[t][j] from the inner product(s) %1$s, for output %2$s of position %3$s: bias, residual
-    finish   text := '%1$s' || CASE WHEN b IS NULL THEN '' ELSE ' + %4$s' END
-                            || CASE WHEN residual IS NULL OR gelu THEN '' ELSE ' + $4[%3$s][%2$s]' END;
+    p        text;              -- the query p above
+    -- y_t from the inner product (sum) %1$s for position %2$s of x: + bias + residual, where given
+    finish   text := '%1$s' || CASE WHEN b IS NULL THEN '' ELSE ' + %3$s' END
+                            || CASE WHEN residual IS NULL OR gelu THEN '' ELSE ' + $4[%2$s][%4$s.row + 1]' END
+                            || ' AS y%5$s';
     outer_v  text := CASE WHEN gelu THEN 'gelu(p.y%s)' ELSE 'p.y%s' END;
 BEGIN
     SELECT array_agg(iv.v ORDER BY iv.t, iv.c), max(iv.c) + 1 INTO xs, n_chunks FROM input_vectors(x) AS iv;
     block := ceil(n_t / ceil(n_t / 16.0));
     FOR t0 IN 0 .. n_t - 1 BY block LOOP
         n := least(block, n_t - t0);
-        IF n_chunks = 1 THEN    -- (row) -> y[t][row] for each t of the block, one inner product each
-            EXECUTE format('SELECT ARRAY[%s] FROM (SELECT q.row, %s FROM (SELECT m.row, m.w%s FROM matrices AS m '
-                           'WHERE m.name = $2 ORDER BY m.row OFFSET 0) AS q ORDER BY q.row OFFSET 0) AS p',
-                           (SELECT string_agg(format('array_agg(%s ORDER BY p.row)', format(outer_v, t)), ', ' ORDER BY t)
-                              FROM generate_series(1, n) AS t),
-                           (SELECT string_agg(format(finish, format('-(q.w <#> $1[%s])', t), 'q.row + 1', t0 + t, 'q.b')
-                                              || format(' AS y%s', t), ', ' ORDER BY t)
-                              FROM generate_series(1, n) AS t),
-                           CASE WHEN b IS NULL THEN '' ELSE ', $3[m.row + 1]::float8 AS b' END)
-               INTO part USING xs[t0 * n_chunks + 1:(t0 + n) * n_chunks], weight, b, residual;
-        ELSE                    -- (t) -> every chunk's inner product, in (row, chunk) order, then summed per row
-            EXECUTE format('SELECT ARRAY[%s] FROM matrices AS m WHERE m.name = $2',
-                           (SELECT string_agg(format('array_agg(-(m.w <#> $1[%s + m.chunk]) ORDER BY m.row, m.chunk)',
-                                                     (t - 1) * n_chunks + 1), ', ' ORDER BY t)
-                              FROM generate_series(1, n) AS t))
-               INTO part USING xs[t0 * n_chunks + 1:(t0 + n) * n_chunks], weight;
-            EXECUTE format('SELECT array_agg(s.v ORDER BY r.t)
-                              FROM generate_series(1, array_length($1, 1)) AS r(t)
-                             CROSS JOIN LATERAL (SELECT array_agg(%s ORDER BY p.j) AS v
-                                                   FROM (SELECT j, %s AS y1
-                                                           FROM generate_series(1, array_length($1, 2) / %s) AS j
-                                                          ORDER BY j OFFSET 0) AS p) AS s',
-                           format(outer_v, 1),
-                           format(finish, (SELECT string_agg(format('$1[r.t][(j - 1) * %s + %s]', n_chunks, c), ' + ')
-                                             FROM generate_series(1, n_chunks) AS c), 'j', 'r.t + ' || t0, '$3[j]'),
-                           n_chunks)
-               INTO part USING part, NULL::int, b, residual;
+        IF n_chunks = 1 THEN    -- (row) -> y_t: one inner product per weight row and position
+            p := format('SELECT q.row, %s FROM (SELECT m.row, m.w%s FROM matrices AS m WHERE m.name = $2 '
+                        'ORDER BY m.row OFFSET 0) AS q ORDER BY q.row OFFSET 0',
+                        (SELECT string_agg(format(finish, format('-(q.w <#> $1[%s])', t), t0 + t, 'q.b', 'q', t),
+                                           ', ' ORDER BY t)
+                           FROM generate_series(1, n) AS t),
+                        CASE WHEN b IS NULL THEN '' ELSE ', $3[m.row + 1]::float8 AS b' END);
+        ELSE                    -- (row) -> y_t: the sum of the row's chunks' inner products
+            p := format('SELECT m.row, %s FROM matrices AS m WHERE m.name = $2 GROUP BY m.row ORDER BY m.row OFFSET 0',
+                        (SELECT string_agg(format(finish, format('sum(-(m.w <#> $1[%s + m.chunk]))', (t - 1) * n_chunks + 1),
+                                                  t0 + t, '$3[m.row + 1]', 'm', t), ', ' ORDER BY t)
+                           FROM generate_series(1, n) AS t));
         END IF;
+        EXECUTE format('SELECT ARRAY[%s] FROM (%s) AS p',
+                       (SELECT string_agg(format('array_agg(%s ORDER BY p.row)', format(outer_v, t)), ', ' ORDER BY t)
+                          FROM generate_series(1, n) AS t), p)
+           INTO part USING xs[t0 * n_chunks + 1:(t0 + n) * n_chunks], weight, b, residual;
         y := array_cat(y, part);
     END LOOP;
     RETURN CASE WHEN y = '{}' THEN NULL ELSE y END;
