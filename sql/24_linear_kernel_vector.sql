@@ -54,8 +54,10 @@ END;
 -- and an expression argument made PostgreSQL compute the inner product four times or call gelu()
 -- as a function for every output (c_fc for 8 positions: 20 -> 8 ms). OFFSET 0 keeps p and q from
 -- being merged into the query above them, which would write their expressions out again.
-CREATE FUNCTION product(x float8[], weight text, b real[], residual float8[], gelu boolean)
-RETURNS float8[]
+-- with_best: also best[t], the first of position t's highest outputs, found from the array being
+-- gathered (array_position of its max; the same array_agg, computed once): lm_head's greedy token.
+CREATE FUNCTION product_and_best(x float8[], weight text, b real[], residual float8[], gelu boolean,
+                                 with_best boolean, OUT y float8[], OUT best int[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET max_parallel_workers_per_gather = 0     -- one ordered pass; workers cannot share ordered aggregates
@@ -68,8 +70,8 @@ DECLARE
     n_t      int := array_length(x, 1);
     xs       vector[];          -- [T * n_chunks] input chunks, position after position
     n_chunks int;
-    y        float8[] := '{}';  -- [T][n_out]
     part     float8[];          -- [n][n_out] the outputs of one block of positions
+    top      int[];             -- [n] their best, if with_best
     block    int;               -- positions per query, one array_agg each: a query's input vectors are
                                 -- an array, and finding its k-th element walks the ones before it, so
                                 -- at most 16 (34 positions: 3 queries of 12, 10-20% faster than 5 of 8)
@@ -83,6 +85,8 @@ DECLARE
 BEGIN
     SELECT array_agg(iv.v ORDER BY iv.t, iv.c), max(iv.c) + 1 INTO xs, n_chunks FROM input_vectors(x) AS iv;
     block := ceil(n_t / ceil(n_t / 16.0));
+    y := '{}';
+    best := CASE WHEN with_best THEN '{}' END;
     FOR t0 IN 0 .. n_t - 1 BY block LOOP
         n := least(block, n_t - t0);
         IF n_chunks = 1 THEN    -- (row) -> y_t: one inner product per weight row and position
@@ -98,53 +102,38 @@ BEGIN
                                                   t0 + t, '$3[m.row + 1]', 'm', t), ', ' ORDER BY t)
                            FROM generate_series(1, n) AS t));
         END IF;
-        EXECUTE format('SELECT ARRAY[%s] FROM (%s) AS p',
+        EXECUTE format('SELECT ARRAY[%s], %s FROM (%s) AS p',
                        (SELECT string_agg(format('array_agg(%s ORDER BY p.row)', format(outer_v, t)), ', ' ORDER BY t)
-                          FROM generate_series(1, n) AS t), p)
-           INTO part USING xs[t0 * n_chunks + 1:(t0 + n) * n_chunks], weight, b, residual;
+                          FROM generate_series(1, n) AS t),
+                       CASE WHEN with_best
+                            THEN (SELECT 'ARRAY[' || string_agg(format('array_position(array_agg(%1$s ORDER BY p.row), max(%1$s)) - 1',
+                                                                       format(outer_v, t)), ', ' ORDER BY t) || ']'
+                                    FROM generate_series(1, n) AS t)
+                            ELSE 'NULL::int[]' END,
+                       p)
+           INTO part, top USING xs[t0 * n_chunks + 1:(t0 + n) * n_chunks], weight, b, residual;
         y := array_cat(y, part);
+        best := best || top;
     END LOOP;
-    RETURN CASE WHEN y = '{}' THEN NULL ELSE y END;
+    IF y = '{}' THEN
+        y := NULL;
+    END IF;
 END
 $$;
 
+CREATE FUNCTION product(x float8[], weight text, b real[], residual float8[], gelu boolean)
+RETURNS float8[]
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (product_and_best(x, weight, b, residual, gelu, false)).y;
+
 -- logits [T][V] = x @ wte^T (GPT-2's LM head: the token embeddings, tied), and best[t]: the first of
--- position t's highest logits, the token greedy decoding takes. Found in the same pass, from the
--- array being gathered (array_position of its max), instead of unnesting the 50,257 logits again
--- afterwards (~7 ms per position).
+-- position t's highest logits, the token greedy decoding takes, found in the same pass instead of
+-- unnesting the 50,257 logits again afterwards (~7 ms per position)
 CREATE FUNCTION lm_head(x float8[], OUT logits float8[], OUT best int[])
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path FROM CURRENT
-SET max_parallel_workers_per_gather = 0     -- as product()
-SET enable_sort = off
-AS $$
-DECLARE
-    n_t   int := array_length(x, 1);
-    xs    vector[] := ARRAY(SELECT iv.v FROM input_vectors(x) AS iv ORDER BY iv.t);  -- [T] one chunk each
-    block int := ceil(n_t / ceil(n_t / 16.0));   -- positions per query, as product()
-    n     int;
-    part  float8[];
-    top   int[];
-BEGIN
-    logits := '{}';
-    best := '{}';
-    FOR t0 IN 0 .. n_t - 1 BY block LOOP
-        n := least(block, n_t - t0);
-        EXECUTE format('SELECT ARRAY[%s], ARRAY[%s] FROM (SELECT m.row, %s FROM matrices AS m '
-                       'WHERE m.name = ''wte.weight'' ORDER BY m.row OFFSET 0) AS p',
-                       (SELECT string_agg(format('array_agg(p.y%s ORDER BY p.row)', t), ', ' ORDER BY t)
-                          FROM generate_series(1, n) AS t),
-                       (SELECT string_agg(format('array_position(array_agg(p.y%1$s ORDER BY p.row), max(p.y%1$s)) - 1', t),
-                                          ', ' ORDER BY t)  -- the same array_agg: computed once
-                          FROM generate_series(1, n) AS t),
-                       (SELECT string_agg(format('-(m.w <#> $1[%1$s]) AS y%1$s', t), ', ' ORDER BY t)
-                          FROM generate_series(1, n) AS t))
-           INTO part, top USING xs[t0 + 1:t0 + n];
-        logits := array_cat(logits, part);
-        best := best || top;
-    END LOOP;
-END
-$$;
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT g.y, g.best FROM product_and_best(x, 'wte.weight', NULL, NULL, false, true) AS g;
+END;
 
 -- (name, rows[]) -> [n][n_in]: whole rows of a matrix, e.g. the embeddings of some tokens
 CREATE FUNCTION matrix_rows(weight text, wanted int[])

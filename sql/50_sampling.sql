@@ -56,8 +56,10 @@ BEGIN ATOMIC
     SELECT n.rank, n.token, n.p / sum(n.p) OVER () FROM nucleus AS n ORDER BY n.rank;
 END;
 
--- logits -> token id; draws with random() (seeded by the caller's setseed) unless temperature = 0
-CREATE FUNCTION sample_token(logits float8[], temperature float8, top_k int, top_p float8)
+-- logits -> token id; draws with random() (seeded by the caller's setseed) unless temperature = 0.
+-- best: the greedy token when the caller already has it (lm_head finds it with the logits, and
+-- generation passes it on), so that greedy decoding does not go through the logits again.
+CREATE FUNCTION sample_token(logits float8[], temperature float8, top_k int, top_p float8, best int DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
@@ -66,7 +68,9 @@ DECLARE
     u float8;
     chosen int;
 BEGIN
-    IF temperature = 0 THEN     -- greedy: the first of the highest logits
+    IF temperature = 0 AND best IS NOT NULL THEN
+        RETURN best;
+    ELSIF temperature = 0 THEN  -- greedy: the first of the highest logits
         SELECT (k - 1)::int INTO chosen
           FROM unnest(logits) WITH ORDINALITY AS x(logit, k)
          ORDER BY logit DESC, k

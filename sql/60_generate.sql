@@ -114,8 +114,7 @@ BEGIN
 
     FOR i IN 1 .. max_new_tokens LOOP
         step := i;
-        token := CASE WHEN temperature = 0 THEN state.best[1]                 -- greedy: found with the logits
-                      ELSE sample_token(state.logits, temperature, top_k, top_p) END;
+        token := sample_token(state.logits, temperature, top_k, top_p, state.best[1]);
         out := next_piece(token, out.pending, text_out, stop, i = max_new_tokens, n_ctx >= n_positions);
         piece := out.piece;
         finish := out.finish;
@@ -206,8 +205,7 @@ BEGIN
             CONTINUE WHEN lengths[b] = 0;                             -- finished earlier
             k := k + 1;
             prompt_index := b;
-            token := CASE WHEN temperature = 0 THEN state.best[k]
-                          ELSE sample_token(state.logits[k:k][:], temperature, top_k, top_p) END;  -- [1][V]
+            token := sample_token(state.logits[k:k][:], temperature, top_k, top_p, state.best[k]);  -- [1][V]
             out := next_piece(token, pending[b], text_out[b], stop, i = max_new_tokens, n_ctx[b] >= n_positions);
             piece := out.piece;
             finish := out.finish;

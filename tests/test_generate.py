@@ -118,6 +118,23 @@ def test_sampling_distribution_matches_numpy(tiny, tiny_ckpt):
         assert np.allclose([r[1] for r in rows], p, rtol=1e-9, atol=1e-15)
 
 
+def test_sample_token_greedy_with_and_without_best(tiny, tiny_ckpt):
+    """temperature 0: the first of the highest logits when sample_token has only the logits (ties
+    to the lowest id), and the given best when the caller found it with them (generation does)."""
+    dsn, model = tiny
+    cfg, params = ref.load(tiny_ckpt)
+    logits = ref.forward(encode(PROMPT), cfg, params)[-1]
+    top = int(np.argmax(logits))
+    other = top + 7 if top + 7 < len(logits) else top - 7
+    tied = logits.copy()
+    tied[other] = tied[top]                                              # two highest logits
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        q = f"SELECT {model}.sample_token(%s, 0, NULL, NULL)"
+        assert conn.execute(q, (logits.tolist(),)).fetchone()[0] == top
+        assert conn.execute(q, (tied.tolist(),)).fetchone()[0] == min(top, other)
+        assert conn.execute(f"SELECT {model}.sample_token(%s, 0, NULL, NULL, 5)", (logits.tolist(),)).fetchone()[0] == 5
+
+
 def test_four_concurrent_generations_equal_sequential(tiny):
     dsn, model = tiny
     jobs = [(PROMPT, 0.0, None), ("The cat", 1.0, 0.1), ("SELECT * FROM", 0.9, -0.3), (PROMPT, 1.2, 0.9)]
