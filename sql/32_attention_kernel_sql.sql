@@ -90,3 +90,30 @@ $fn$, d, h,
         terms('sum(w.a * vs.v%1$s)', d, ', '));
 END
 $do$;
+
+-- a [T][C], present[b]: attention for the rows of several sequences at once, qkv [T][3C] holding
+-- lengths[b] rows of sequence b after one another (34_block.sql), each attending over its own
+-- cache past[b] extended by its new keys and values
+CREATE FUNCTION attend(qkv float8[], lengths int[], past kv[], OUT a float8[], OUT present kv[])
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    c int := array_length(qkv, 2) / 3;
+    r int := 0;             -- rows before sequence b
+    n int;
+BEGIN
+    a := '{}';
+    present := '{}';
+    FOR b IN 1 .. cardinality(lengths) LOOP
+        n := lengths[b];
+        IF n = 0 THEN
+            present[b] := past[b];                                                   -- not advancing
+            CONTINUE;
+        END IF;
+        present[b] := kv_append(past[b], qkv[r + 1:r + n][c + 1:2 * c], qkv[r + 1:r + n][2 * c + 1:3 * c]);  -- S = past + n
+        a := array_cat(a, attention(qkv[r + 1:r + n][1:c], present[b]));             -- [n][C]
+        r := r + n;
+    END LOOP;
+END
+$$;

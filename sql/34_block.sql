@@ -6,8 +6,8 @@
 -- The rows of x are the new positions of one or more sequences: lengths[b] rows for sequence b,
 -- in order (0 rows for a sequence that does not advance). Every row goes through the same product
 -- queries, so a batch reads the weights once; attention is the only stage that looks across
--- rows, and it runs per sequence, on that sequence's own cache past[b].
--- The KV cache of a layer (type kv, with kv_append and attention) is the kernel's: see
+-- rows, and it runs per sequence, on that sequence's own cache past[b] (attend).
+-- The KV cache of a layer (type kv, with kv_append, attention and attend) is the kernel's: see
 -- 32_attention_kernel_sql.sql and 32_attention_kernel_vector.sql.
 
 CREATE FUNCTION block(layer int, x float8[], lengths int[], past kv[], OUT y float8[], OUT present kv[])
@@ -15,25 +15,12 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    c   int := array_length(x, 2);
     pre text := format('h.%s.', layer);
     qkv float8[];
-    a   float8[] := '{}';   -- [T][C] attention output, sequence after sequence
-    r   int := 0;           -- rows of x before sequence b
-    n   int;
+    a   float8[];           -- [T][C] attention output, sequence after sequence
 BEGIN
     qkv := linear(layer_norm(x, pre || 'ln_1'), pre || 'attn.c_attn.weight', pre || 'attn.c_attn.bias');  -- [T][3C]
-    present := '{}';
-    FOR b IN 1 .. cardinality(lengths) LOOP
-        n := lengths[b];
-        IF n = 0 THEN
-            present[b] := past[b];                                                       -- not advancing
-            CONTINUE;
-        END IF;
-        present[b] := kv_append(past[b], qkv[r + 1:r + n][c + 1:2 * c], qkv[r + 1:r + n][2 * c + 1:3 * c]);  -- S = past + n keys, values
-        a := array_cat(a, attention(qkv[r + 1:r + n][1:c], present[b]));                 -- [n][C]
-        r := r + n;
-    END LOOP;
+    SELECT at.a, at.present INTO a, present FROM attend(qkv, lengths, past) AS at;         -- [T][C], [B]
     y := linear(a, pre || 'attn.c_proj.weight', pre || 'attn.c_proj.bias', residual => x); -- [T][C] x + attn
     y := mlp(layer_norm(y, pre || 'ln_2'), layer, residual => y);                           -- [T][C] y + mlp
 END
