@@ -91,19 +91,24 @@ $fn$, d, h,
 END
 $do$;
 
--- a [T][C], present[b]: attention for the rows of several sequences at once, qkv [T][3C] holding
--- lengths[b] rows of sequence b after one another (34_block.sql), each attending over its own
--- cache past[b] extended by its new keys and values
-CREATE FUNCTION attend(qkv float8[], lengths int[], past kv[], OUT a float8[], OUT present kv[])
+-- The attention sublayer of block `layer` (34_block.sql): residual + mha(x), and the extended caches.
+--   qkv = x @ W_attn + b_attn; per sequence b, attention of its rows' queries over its cache past[b]
+--   extended by its rows' keys and values; then the heads' outputs @ W_proj + b_proj.
+-- x [T][C] holds lengths[b] rows of sequence b after one another.
+CREATE FUNCTION mha(x float8[], layer int, lengths int[], past kv[], residual float8[] DEFAULT NULL,
+                    OUT y float8[], OUT present kv[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    c int := array_length(qkv, 2) / 3;
-    r int := 0;             -- rows before sequence b
-    n int;
+    pre text := format('h.%s.attn.', layer);
+    c   int := array_length(x, 2);
+    qkv float8[];
+    a   float8[] := '{}';   -- [T][C] attention output, sequence after sequence
+    r   int := 0;           -- rows before sequence b
+    n   int;
 BEGIN
-    a := '{}';
+    qkv := linear(x, pre || 'c_attn.weight', pre || 'c_attn.bias');                     -- [T][3C]
     present := '{}';
     FOR b IN 1 .. cardinality(lengths) LOOP
         n := lengths[b];
@@ -115,5 +120,6 @@ BEGIN
         a := array_cat(a, attention(qkv[r + 1:r + n][1:c], present[b]));             -- [n][C]
         r := r + n;
     END LOOP;
+    y := linear(a, pre || 'c_proj.weight', pre || 'c_proj.bias', residual => residual);  -- [T][C]
 END
 $$;

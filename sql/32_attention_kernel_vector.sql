@@ -33,10 +33,11 @@ RETURN coalesce(cardinality(cache.k) / (SELECT cf.n_head FROM config AS cf), 0);
 -- gathering them again in (head, dim) order.
 CREATE AGGREGATE concat_vectors(vector) (SFUNC = vector_concat, STYPE = vector);
 
--- [T][C]: attention for T query rows given as q[t * n_head + h + 1], the query of position t
--- (from 0), head h, as a vector of D floats, over the S positions of cache (the T new ones last)
+-- [T] attention for T query rows given as q[t * n_head + h + 1], the query of position t (from 0),
+-- head h, as a vector of D floats, over the S positions of cache (the T new ones last): each row's
+-- output as one vector of C floats, the heads side by side
 CREATE FUNCTION attention_heads(q vector[], cache kv)
-RETURNS float8[]
+RETURNS vector[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET jit = off
@@ -47,7 +48,7 @@ DECLARE
     d      int := (SELECT cf.n_embd / cf.n_head FROM config AS cf);
     t_new  int := cardinality(q) / n_head;        -- T queries
     s_all  int := cardinality(cache.k) / n_head;  -- S positions in the cache, the T new ones last
-    out    float8[];
+    out    vector[];
 BEGIN
     WITH qs AS (                -- (t, h) -> q: query of position t (from 1), head h
         SELECT ((u.i - 1) / n_head + 1)::int AS t, ((u.i - 1) % n_head)::int AS h, u.q
@@ -76,7 +77,7 @@ BEGIN
          GROUP BY w.t, w.h
     ),
     merged AS (                 -- (t) -> the heads side by side: [C]
-        SELECT hd.t, (concat_vectors(hd.o ORDER BY hd.h))::real[]::float8[] AS v
+        SELECT hd.t, concat_vectors(hd.o ORDER BY hd.h) AS v
           FROM heads AS hd
          GROUP BY hd.t
     )
@@ -85,32 +86,54 @@ BEGIN
 END
 $$;
 
+-- the same for q [T][C] as float8 rows, out [T][C]
 CREATE FUNCTION attention(q float8[], cache kv)
 RETURNS float8[]
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-RETURN attention_heads(row_vectors(q, (SELECT cf.n_embd / cf.n_head FROM config AS cf)), cache);
+BEGIN ATOMIC
+    SELECT array_agg(u.v::real[]::float8[] ORDER BY u.t)
+      FROM unnest(attention_heads(row_vectors(q, (SELECT cf.n_embd / cf.n_head FROM config AS cf)), cache))
+           WITH ORDINALITY AS u(v, t);
+END;
 
--- a [T][C], present[b]: attention for the rows of several sequences at once, qkv [T][3C] holding
--- lengths[b] rows of sequence b after one another (34_block.sql), each attending over its own
--- cache past[b] extended by its new keys and values. The queries, keys and values of all rows are
--- cut into vectors once, and each sequence takes its slices (8 sequences, one row each: 5.1 ->
--- 3.5 ms a layer, against kv_append and attention per sequence, which cut their own rows).
-CREATE FUNCTION attend(qkv float8[], lengths int[], past kv[], OUT a float8[], OUT present kv[])
+-- The attention sublayer of block `layer` (34_block.sql): residual + mha(x), and the extended caches.
+--   qkv = x @ W_attn + b_attn; per sequence b, attention of its rows' queries over its cache past[b]
+--   extended by its rows' keys and values; then the heads' outputs @ W_proj + b_proj.
+-- x [T][C] holds lengths[b] rows of sequence b after one another. The products take and give
+-- vectors (24_linear_kernel_vector.sql): qkv comes out as one vector of 3C floats per row, cut into
+-- the (row, head) queries, keys and values by subvector, once for every sequence; the attention
+-- output goes into W_proj as vectors. (8 sequences, one row each, per layer: 5.1 -> 3.5 ms with the
+-- cutting done once instead of by kv_append and attention per sequence; then 1.5 ms less without
+-- reading the float8 arrays out again.)
+CREATE FUNCTION mha(x float8[], layer int, lengths int[], past kv[], residual float8[] DEFAULT NULL,
+                    OUT y float8[], OUT present kv[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    pre    text := format('h.%s.attn.', layer);
     n_head int := (SELECT cf.n_head FROM config AS cf);
-    n_t    int := array_length(qkv, 1);
-    c      int := array_length(qkv, 2) / 3;
-    q      vector[] := row_vectors(qkv[1:n_t][1:c], c / n_head);            -- [T * n_head] (t, h) queries
-    k      vector[] := row_vectors(qkv[1:n_t][c + 1:2 * c], c / n_head);    -- keys
-    v      vector[] := row_vectors(qkv[1:n_t][2 * c + 1:3 * c], c / n_head); -- values
+    c      int := (SELECT cf.n_embd FROM config AS cf);
+    d      int := c / n_head;
+    chunk  int := (SELECT cf.chunk FROM config AS cf);
+    n_t    int := array_length(x, 1);
+    qkv    vector[];            -- [T] q | k | v of each row, 3C floats
+    q      vector[];            -- [T * n_head] (t, h) queries, D floats each
+    k      vector[];            -- keys
+    v      vector[];            -- values
+    a      vector[] := '{}';    -- [T] attention output rows, C floats each, sequence after sequence
     r      int := 0;            -- rows before sequence b
     n      int;
 BEGIN
-    a := '{}';
+    qkv := (linear_vectors(row_vectors(x, chunk), n_t, pre || 'c_attn.weight', pre || 'c_attn.bias',
+                           as_vectors => true)).yv;
+    q := ARRAY(SELECT subvector(u.v, h * d + 1, d) FROM unnest(qkv) WITH ORDINALITY AS u(v, t),
+                      generate_series(0, n_head - 1) AS h ORDER BY u.t, h);
+    k := ARRAY(SELECT subvector(u.v, c + h * d + 1, d) FROM unnest(qkv) WITH ORDINALITY AS u(v, t),
+                      generate_series(0, n_head - 1) AS h ORDER BY u.t, h);
+    v := ARRAY(SELECT subvector(u.v, 2 * c + h * d + 1, d) FROM unnest(qkv) WITH ORDINALITY AS u(v, t),
+                      generate_series(0, n_head - 1) AS h ORDER BY u.t, h);
     present := '{}';
     FOR b IN 1 .. cardinality(lengths) LOOP
         n := lengths[b];
@@ -120,8 +143,10 @@ BEGIN
         END IF;
         present[b] := ROW(coalesce(past[b].k, '{}') || k[r * n_head + 1:(r + n) * n_head],      -- S = past + n
                           coalesce(past[b].v, '{}') || v[r * n_head + 1:(r + n) * n_head])::kv;
-        a := array_cat(a, attention_heads(q[r * n_head + 1:(r + n) * n_head], present[b]));   -- [n][C]
+        a := a || attention_heads(q[r * n_head + 1:(r + n) * n_head], present[b]);   -- + n rows
         r := r + n;
     END LOOP;
+    y := (linear_vectors(vector_pieces(a, chunk), n_t, pre || 'c_proj.weight', pre || 'c_proj.bias',
+                         residual => residual)).y;                                    -- [T][C]
 END
 $$;
