@@ -24,14 +24,12 @@ BEGIN ATOMIC
                            FROM unnest(x[r.t:r.t][p.c * width + 1:(p.c + 1) * width]) WITH ORDINALITY AS u(e, k)) AS s;
 END;
 
--- a + b, element by element, for two arrays of the same shape
+-- a + b, element by element, for two arrays of the same shape: row by row, the two rows' values
+-- read out side by side (unnest of two arrays zips them, in storage order) and added (8 rows of
+-- 768: 4x faster than cutting both into row_chunks and joining them)
 CREATE FUNCTION add(a float8[], b float8[]) RETURNS float8[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT array_agg(n.v ORDER BY ra.t)
-      FROM row_chunks(a, array_length(a, 2)) AS ra                    -- (t) -> a[t]
-      JOIN row_chunks(b, array_length(b, 2)) AS rb ON rb.t = ra.t     -- (t) -> b[t]
-     CROSS JOIN LATERAL (
-           SELECT array_agg(u.x + u.y ORDER BY u.i) AS v
-             FROM unnest(ra.v, rb.v) WITH ORDINALITY AS u(x, y, i)) AS n;
+    SELECT array_agg(ARRAY(SELECT u.x + u.y FROM unnest(a[r.t:r.t][:], b[r.t:r.t][:]) AS u(x, y)) ORDER BY r.t)
+      FROM generate_series(1, array_length(a, 1)) AS r(t);                -- (t) -> a[t] + b[t]
 END;

@@ -177,6 +177,12 @@ BEGIN ATOMIC
                           'wte.weight', NULL, NULL, false, true, false) AS g;
 END;
 
+-- v1 || v2 || ... in the aggregate's order (pgvector's ||): a weight row's chunks side by side
+-- (matrix_rows below), the heads' outputs of attention side by side (32_attention_kernel_vector.sql).
+-- Joining n_head vectors of D floats this way takes a third of the time of unnesting their C values
+-- and gathering them again in (head, dim) order.
+CREATE AGGREGATE concat_vectors(vector) (SFUNC = vector_concat, STYPE = vector);
+
 -- (name, rows[]) -> [n][n_in]: whole rows of a matrix, e.g. the embeddings of some tokens
 CREATE FUNCTION matrix_rows(weight text, wanted int[])
 RETURNS float8[]
@@ -184,9 +190,8 @@ LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 BEGIN ATOMIC
     SELECT array_agg(r.v ORDER BY r.ord)
-      FROM (SELECT q.ord, array_agg(u.e ORDER BY m.chunk, u.i) AS v     -- (ord) -> the row, chunks in order
+      FROM (SELECT q.ord, (concat_vectors(m.w ORDER BY m.chunk))::real[]::float8[] AS v    -- (ord) -> the row
               FROM unnest(wanted) WITH ORDINALITY AS q(row, ord)
               JOIN matrices AS m ON m.name = weight AND m.row = q.row
-             CROSS JOIN LATERAL unnest(m.w::real[]::float8[]) WITH ORDINALITY AS u(e, i)
              GROUP BY q.ord) AS r;
 END;

@@ -28,11 +28,6 @@ LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 RETURN coalesce(cardinality(cache.k) / (SELECT cf.n_head FROM config AS cf), 0);
 
--- v1 || v2 || ... in the aggregate's order: the heads' outputs side by side (pgvector's ||). Joining
--- n_head vectors of D floats this way takes a third of the time of unnesting their C values and
--- gathering them again in (head, dim) order.
-CREATE AGGREGATE concat_vectors(vector) (SFUNC = vector_concat, STYPE = vector);
-
 -- [T] attention for T query rows given as q[t * n_head + h + 1], the query of position t (from 0),
 -- head h, as a vector of D floats, over the S positions of cache (the T new ones last): each row's
 -- output as one vector of C floats, the heads side by side
