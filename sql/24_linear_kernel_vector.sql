@@ -54,7 +54,7 @@ END;
 -- grouped: a batch of positions reads each weight row once, and the arrays come out whole. The
 -- query is written for the call, for the n positions of a block:
 --   q: (row) -> w, b[row]      each weight row with its bias, looked up once per row, not per position
---   p: (row) -> y1 .. yn       y_t = -(w <#> x_t) + b[row] (+ residual[t][row]);
+--   p: (row) -> y1 .. yn       y_t = b[row] - (w <#> x_t) (+ residual[t][row]), i.e. w . x_t + b[row];
 --                              for mlp.c_proj (4C inputs, 4 chunks a row) p sums each row's chunks
 --                              (GROUP BY row, on rows that arrive grouped) before adding b and residual
 --   ARRAY[array_agg(y_1 ORDER BY row), ...], or gelu(y_t), or each array_agg cast to a vector
@@ -87,8 +87,9 @@ DECLARE
                                 -- at most 16 (34 positions: 3 queries of 12, 10-20% faster than 5 of 8)
     n        int;               -- positions in this block
     p        text;              -- the query p above
-    -- y_t from the inner product (sum) %1$s for position %2$s: + bias + residual, where given
-    finish   text := '%1$s' || CASE WHEN b IS NULL THEN '' ELSE ' + %3$s' END
+    -- y_t from the negative inner product (sum) %1$s for position %2$s: b - %1$s (one operation for
+    -- the negation and the bias, the same number as -%1$s + b), + residual, where given
+    finish   text := CASE WHEN b IS NULL THEN '-%1$s' ELSE '%3$s - %1$s' END
                             || CASE WHEN residual IS NULL OR gelu THEN '' ELSE ' + $4[%2$s][%4$s.row + 1]' END
                             || ' AS y%5$s';
     outer_v  text := CASE WHEN gelu THEN 'gelu(p.y%s)' ELSE 'p.y%s' END;
@@ -104,13 +105,13 @@ BEGIN
         IF n_chunks = 1 THEN    -- (row) -> y_t: one inner product per weight row and position
             p := format('SELECT q.row, %s FROM (SELECT m.row, m.w%s FROM matrices AS m WHERE m.name = $2 '
                         'ORDER BY m.row OFFSET 0) AS q ORDER BY q.row OFFSET 0',
-                        (SELECT string_agg(format(finish, format('-(q.w <#> $1[%s])', t), t0 + t, 'q.b', 'q', t),
+                        (SELECT string_agg(format(finish, format('(q.w <#> $1[%s])', t), t0 + t, 'q.b', 'q', t),
                                            ', ' ORDER BY t)
                            FROM generate_series(1, n) AS t),
                         CASE WHEN b IS NULL THEN '' ELSE ', $3[m.row + 1]::float8 AS b' END);
         ELSE                    -- (row) -> y_t: the sum of the row's chunks' inner products
             p := format('SELECT m.row, %s FROM matrices AS m WHERE m.name = $2 GROUP BY m.row ORDER BY m.row OFFSET 0',
-                        (SELECT string_agg(format(finish, format('sum(-(m.w <#> $1[%s + m.chunk]))', (t - 1) * n_chunks + 1),
+                        (SELECT string_agg(format(finish, format('sum(m.w <#> $1[%s + m.chunk])', (t - 1) * n_chunks + 1),
                                                   t0 + t, '$3[m.row + 1]', 'm', t), ', ' ORDER BY t)
                            FROM generate_series(1, n) AS t));
         END IF;
