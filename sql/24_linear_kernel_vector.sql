@@ -159,8 +159,11 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     b real[] := (SELECT v.value FROM vectors AS v WHERE v.name = bias);  -- [n_out], or NULL for none
+    p record;
 BEGIN
-    SELECT p.y, p.yv INTO y, yv FROM vector_product(xs, n_t, weight, b, residual, gelu, false, as_vectors) AS p;
+    p := vector_product(xs, n_t, weight, b, residual, gelu, false, as_vectors);  -- assigned: not through a
+    y := p.y;                                                                    -- tuplestore, as
+    yv := p.yv;                                                                  -- SELECT ... FROM would
     IF y IS NULL AND yv IS NULL THEN
         RAISE EXCEPTION 'gpt2sql: no weight named %', weight;
     END IF;
@@ -173,9 +176,9 @@ $$;
 CREATE FUNCTION lm_head(x float8[], OUT logits float8[], OUT best int[])
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT g.y, g.best
-      FROM vector_product(row_vectors(x, (SELECT cf.chunk FROM config AS cf)), array_length(x, 1),
-                          'wte.weight', NULL, NULL, false, true, false) AS g;
+    SELECT (g.p).y, (g.p).best                    -- one call, its result a value rather than a row source
+      FROM (SELECT vector_product(row_vectors(x, (SELECT cf.chunk FROM config AS cf)), array_length(x, 1),
+                                  'wte.weight', NULL, NULL, false, true, false) AS p OFFSET 0) AS g;
 END;
 
 -- v1 || v2 || ... in the aggregate's order (pgvector's ||): a weight row's chunks side by side

@@ -45,7 +45,7 @@ DECLARE
     s_all  int := cardinality(cache.k) / n_head;  -- S positions in the cache, the T new ones last
     out    vector[];
 BEGIN
-    WITH qs AS (                -- (t, h) -> q: query of position t (from 1), head h
+    WITH qs AS MATERIALIZED (   -- (t, h) -> q: query of position t (from 1), head h
         SELECT ((u.i - 1) / n_head + 1)::int AS t, ((u.i - 1) % n_head)::int AS h, u.q
           FROM unnest(q) WITH ORDINALITY AS u(q, i)
     ),

@@ -80,7 +80,9 @@ BEGIN
         r := r + lengths[b];
         last := array_cat(last, x[r:r][:]);
     END LOOP;
-    SELECT h.logits, h.best INTO logits, best FROM lm_head(layer_norm(last, 'ln_f')) AS h;  -- [B'][V], [B']
+    out := lm_head(layer_norm(last, 'ln_f'));
+    logits := out.logits;                                                           -- [B'][V]
+    best := out.best;                                                               -- [B']
 END
 $$;
 
