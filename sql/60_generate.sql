@@ -205,7 +205,9 @@ BEGIN
             CONTINUE WHEN lengths[b] = 0;                             -- finished earlier
             k := k + 1;
             prompt_index := b;
-            token := sample_token(state.logits[k:k][:], temperature, top_k, top_p, state.best[k]);  -- [1][V]
+            token := sample_token(CASE WHEN temperature > 0 THEN state.logits[k:k][:] END,  -- [1][V]: greedy
+                                  temperature, top_k, top_p, state.best[k]);             -- takes best (a slice
+                                                                                         -- copies all logits)
             out := next_piece(token, pending[b], text_out[b], stop, i = max_new_tokens, n_ctx[b] >= n_positions);
             piece := out.piece;
             finish := out.finish;
