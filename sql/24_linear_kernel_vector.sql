@@ -27,18 +27,19 @@ BEGIN ATOMIC
       FROM (SELECT ARRAY(SELECT unnest(x)) AS flat) AS f;     -- [T * n] x's values in storage order
 END;
 
--- [T * n_pieces] vectors v[t] (from 1) each cut into pieces of `width` floats, in order: what a
--- product gathered as vectors (as_vectors below) becomes as the input of the next product, cut by
--- pgvector's subvector instead of going through a float8 array (8 rows of 3,072: 0.06 ms against
--- 1.1 ms to read a [8][3072] array out and cut it)
-CREATE FUNCTION vector_pieces(v vector[], width int)
+-- [T * n_pieces] vectors v[t] (from 1) each cut into pieces of `width` floats, in order, from its
+-- float `first` on, len floats of it (NULL: to its end): what a product gathered as vectors
+-- (as_vectors below) becomes as the input of the next product, or qkv's queries, keys or values per
+-- head, cut by pgvector's subvector instead of going through a float8 array (8 rows of 3,072:
+-- 0.06 ms against 1.1 ms to read a [8][3072] array out and cut it)
+CREATE FUNCTION vector_pieces(v vector[], width int, first int DEFAULT 1, len int DEFAULT NULL)
 RETURNS vector[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 BEGIN ATOMIC
-    SELECT ARRAY(SELECT subvector(u.v, c * width + 1, width)
+    SELECT ARRAY(SELECT subvector(u.v, first + c * width, width)
                    FROM unnest(v) WITH ORDINALITY AS u(v, t)
-                  CROSS JOIN LATERAL generate_series(0, vector_dims(u.v) / width - 1) AS c
+                  CROSS JOIN LATERAL generate_series(0, coalesce(len, vector_dims(u.v) - first + 1) / width - 1) AS c
                   ORDER BY u.t, c);
 END;
 

@@ -130,12 +130,9 @@ DECLARE
 BEGIN
     qkv := (linear_vectors(row_vectors(x, chunk), n_t, pre || 'c_attn.weight', pre || 'c_attn.bias',
                            as_vectors => true)).yv;
-    q := ARRAY(SELECT subvector(u.v, h * d + 1, d) FROM unnest(qkv) WITH ORDINALITY AS u(v, t),
-                      generate_series(0, n_head - 1) AS h ORDER BY u.t, h);
-    k := ARRAY(SELECT subvector(u.v, c + h * d + 1, d) FROM unnest(qkv) WITH ORDINALITY AS u(v, t),
-                      generate_series(0, n_head - 1) AS h ORDER BY u.t, h);
-    v := ARRAY(SELECT subvector(u.v, 2 * c + h * d + 1, d) FROM unnest(qkv) WITH ORDINALITY AS u(v, t),
-                      generate_series(0, n_head - 1) AS h ORDER BY u.t, h);
+    q := vector_pieces(qkv, d, 1, c);           -- floats 1 .. C of each row, per head
+    k := vector_pieces(qkv, d, c + 1, c);       -- C+1 .. 2C
+    v := vector_pieces(qkv, d, 2 * c + 1, c);   -- 2C+1 .. 3C
     present := '{}';
     FOR b IN 1 .. cardinality(lengths) LOOP
         n := lengths[b];
