@@ -186,7 +186,7 @@ def trace_figures(conn, m: str) -> None:
     tid = conn.execute(f"SELECT {m}.trace(%s)", (prompt,)).fetchone()[0]
     t = time.perf_counter() - t0
     print(f"trace, 13-token prompt (every stage stored) {t:8.2f} s   ({(size() - before) / 2**20:.0f} MB stored)")
-    lenses = [("attention(trace, 5, 3)", f"SELECT count(*) FROM {m}.attention({tid}, 5, 3)"),
+    lenses = [("attention_pattern(trace, 5, 3)", f"SELECT count(*) FROM {m}.attention_pattern({tid}, 5, 3)"),
               ("top_predictions(trace, 12, 10)", f"SELECT count(*) FROM {m}.top_predictions({tid}, 12, 10)"),
               ("token_probability(trace, ' the')", f"SELECT count(*) FROM {m}.token_probability({tid}, ' the')"),
               ("logit_lens(trace, 5, pos => 12)", f"SELECT count(*) FROM {m}.logit_lens({tid}, 5, 12)")]

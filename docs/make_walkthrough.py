@@ -48,8 +48,10 @@ gpt2sql psql        # psql on the same database
 ```
 
 Numbers are rounded to 4 decimals for reading; the tables hold float8. Positions, layers, heads,
-dimensions and token ids count from 0. The model's formulas, one per SQL file, are mapped in the
-README ("How it works"); the stages a trace stores are listed in step 2.
+dimensions and token ids count from 0. The model's formulas are the files of `sql/model/`, written
+over the kernel primitives that `sql/kernels/contract.sql` declares; the README ("How it works")
+maps each file and each function of picoGPT's `gpt2.py` to them. The stages a trace stores are
+listed in step 2.
 """
 
 def steps(f: dict) -> list[tuple[str, str, str, str]]:
@@ -137,12 +139,12 @@ dimensions. Head {head} of block {layer}, first two dimensions:""",
 How much position `p` attends to an earlier position `s` starts as a score: the dot product of
 p's query and s's key, divided by √{d}. A position never sees later positions (the causal mask),
 so only `key_position <= position` exists. The scores of a row go through a softmax, giving weights
-that are positive and sum to 1. `attention(trace, layer, head)` shows one head's matrix; we look at
+that are positive and sum to 1. `attention_pattern(trace, layer, head)` shows one head's matrix; we look at
 head {head} of block {layer}, the head that puts the most weight on the position just before
 (found by the query in step 12), and only at the last {f['shown_rows']} query positions:""",
      f"""SELECT position, key_position, query_piece, key_piece,
        round(score::numeric, 4) AS score, round(weight::numeric, 4) AS weight
-  FROM attention(:t, {layer}, {head})
+  FROM attention_pattern(:t, {layer}, {head})
  WHERE position >= {last - f['shown_rows'] + 1};""",
      """\
 The same score recomputed from the queries and keys of step 5, as a join and a sum, for the last

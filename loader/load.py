@@ -33,13 +33,18 @@ class LoadError(RuntimeError):
     """The load was refused or failed; the database is unchanged."""
 
 
-def sql_files(kernel: str) -> list[tuple[str, str]]:
-    """(file name, text) of the SQL files shipped in the package that a model with ``kernel`` runs, in
-    name order: all of them, except the other kernel's ``NN_kernel_OTHER.sql``."""
+SQL_FOLDERS = ("tokenizer", "model", "generate", "inspect")  # with kernels/KERNEL: the model's functions
+
+
+def sql_files(kernel: str) -> list[str]:
+    """The SQL files of the model's functions, for a model with ``kernel``, in the order they run
+    (after the tables and the weights): the files of SQL_FOLDERS and ``kernels/KERNEL/`` in the order
+    of their numbered names, then ``kernels/contract.sql`` (which checks that the kernel provided
+    every primitive) and ``settings.sql``. Paths are relative to the package's sql/ folder."""
     root = resources.files("gpt2sql.sql")
-    files = sorted(p.name for p in root.iterdir() if p.name.endswith(".sql"))
-    files = [f for f in files if "_kernel_" not in f or f.endswith(f"_kernel_{kernel}.sql")]
-    return [(name, (root / name).read_text(encoding="utf-8")) for name in files]
+    files = [f"{name}/{p.name}" for name in (*SQL_FOLDERS, f"kernels/{kernel}")
+             for p in (root / name).iterdir() if p.name.endswith(".sql")]
+    return sorted(files, key=lambda f: f.rsplit("/", 1)[1]) + ["kernels/contract.sql", "settings.sql"]
 
 
 def chunk_width(n_embd: int, limit: int = 256) -> int:
@@ -68,11 +73,13 @@ def is_model(conn: psycopg.Connection, name: str) -> bool:
     return row is not None and (row[0] or "").startswith(MODEL_COMMENT)
 
 
-def run_sql_file(cur: psycopg.Cursor, name: str, text: str) -> None:
+def run_sql_file(cur: psycopg.Cursor, path: str) -> None:
+    """Run one of the package's SQL files, e.g. ``tables/00_tables.sql``."""
+    text = (resources.files("gpt2sql.sql") / path).read_text(encoding="utf-8")
     try:
         cur.execute(text)
     except psycopg.Error as exc:
-        raise LoadError(f"sql/{name} failed: {exc}") from exc
+        raise LoadError(f"sql/{path} failed: {exc}") from exc
 
 
 KERNELS = ("auto", "vector", "sql")
@@ -90,7 +97,7 @@ def _matrix_copy_dtype(name: bytes, width: int, kernel: str) -> np.dtype:
     return np.dtype(key + [("w", [("len", ">i4"), ("v", ">f4")], (width,))])
 
 
-def matrix_rows(name: str, by_row: np.ndarray, width: int,
+def matrix_copy_rows(name: str, by_row: np.ndarray, width: int,
                 kernel: str = "sql") -> tuple[np.dtype, Callable[[int, int], bytes]]:
     """Binary COPY bytes for a matrix given as [row, input]: each row split into chunks of ``width``."""
     n_rows, n_in = by_row.shape
@@ -225,8 +232,7 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
             kernel, ext_schema, note = choose_kernel(conn, wanted_kernel)
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(staging)))
             _set_search_path(cur, staging, ext_schema)
-            files = sql_files(kernel)
-            run_sql_file(cur, *files[0])  # 00_tables.sql
+            run_sql_file(cur, "tables/00_tables.sql")
             width = chunk_for(kernel, cfg.n_embd)
             cur.execute(
                 "INSERT INTO config (n_layer, n_head, n_embd, n_positions, vocab_size, layer_norm_epsilon,"
@@ -234,7 +240,7 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
                 (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size, cfg.layer_norm_epsilon,
                  kernel, width, total, str(source), __version__))
             _copy_tensor_catalog(cur, cfg)
-            run_sql_file(cur, *files[1])  # 01_matrices.sql: one partition per tensor of the catalog
+            run_sql_file(cur, "tables/01_matrices.sql")  # one partition per tensor of the catalog
             _copy_tokenizer(cur, vocab, merges)
             _copy_weights(cur, ckpt, width, kernel, bar)
             # statistics for the planner from the start; the weight columns need none
@@ -245,8 +251,8 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
                 cur.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
                     sql.Identifier(staging), sql.Identifier(name)))
             _set_search_path(cur, name, ext_schema)
-            for fname, text in files[2:]:  # the functions capture this search_path (SET search_path FROM CURRENT)
-                run_sql_file(cur, fname, text)
+            for path in sql_files(kernel):  # the functions capture this search_path (SET search_path FROM CURRENT)
+                run_sql_file(cur, path)
             cur.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
                 sql.Identifier(name), sql.Literal(f"{MODEL_COMMENT} from {source}")))
     except psycopg.Error as exc:
@@ -321,7 +327,7 @@ def _copy_weights(cur: psycopg.Cursor, ckpt: Checkpoint, width: int, kernel: str
             arr = ckpt.tensor(tname)
             # wte/wpe are [row, embd] already; Conv1D weights are [in, out] -> [out, in]
             by_row = arr if tname in ("wte.weight", "wpe.weight") else np.ascontiguousarray(arr.T)
-            _, batch = matrix_rows(tname, by_row, width, kernel)
+            _, batch = matrix_copy_rows(tname, by_row, width, kernel)
             n = by_row.size // width
             for start in range(0, n, ROWS_PER_BATCH):
                 stop = min(n, start + ROWS_PER_BATCH)

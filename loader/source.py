@@ -7,7 +7,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -24,10 +23,6 @@ class GPT2Config:
     n_positions: int
     vocab_size: int
     layer_norm_epsilon: float
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor the forward pass needs, by its name without the ``transformer.`` prefix."""
@@ -120,10 +115,6 @@ class Checkpoint:
             bad = int((~np.isfinite(arr)).sum())
             raise CheckpointError(f"{file.name}: tensor {key} holds {bad} NaN/Inf value(s)")
         return arr
-
-    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
-        for name in self.config.expected_shapes():
-            yield name, self.tensor(name)
 
 
 def _safetensor_files(folder: Path) -> list[Path]:

@@ -239,7 +239,7 @@ def cmd_trace(args) -> int:
             print(f"  {p.rank}. {p.piece!r:>16}  p={p.probability:.6f}")
         print(f"""look inside (gpt2sql psql), e.g.:
   SELECT * FROM {m}.trace_tokens WHERE trace_id = {t};
-  SELECT * FROM {m}.attention({t}, 0, 0);
+  SELECT * FROM {m}.attention_pattern({t}, 0, 0);
   SELECT * FROM {m}.logit_lens({t});
   gpt2sql show attention --model {m} --trace {t} --layer 0 --head 0 -o attention.png""")
     return 0
@@ -272,7 +272,7 @@ def cmd_explore(args) -> int:
     with Client(args.dsn) as client:
         model = client.model(args.model)
         if pairs:                                           # checked before anything is traced
-            model._call("SELECT {m}.check_ablate(%s::int[])", ([list(p) for p in pairs],))
+            model.query("SELECT {m}.check_ablate(%s::int[])", ([list(p) for p in pairs],))
         trace = model.get_trace(args.trace) if args.trace is not None else model.trace(args.prompt)
         written = explore.write_page(trace, out, ablate=pairs, k=args.top_k)
     size = written.stat().st_size
@@ -311,7 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--transformer-prefix", action="store_true",
                    help="name tensors transformer.h.0... as newer Hugging Face exports do")
-    _add_dsn(p)
     p.set_defaults(func=cmd_random_checkpoint)
 
     p = sub.add_parser("load", help="load a GPT-2 checkpoint (folder or Hugging Face id) into the database")

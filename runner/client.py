@@ -168,34 +168,35 @@ class Model:
         self.name = name
         self._schema = sql.Identifier(name)
 
-    def _call(self, template: str, params: Sequence = ()) -> list[tuple]:
+    def query(self, template: str, params: Sequence = ()) -> list[tuple]:
+        """The rows of one query, with {m} in the template standing for the model's schema."""
         query = sql.SQL(template).format(m=self._schema)
         with self.client.connection.cursor() as cur:
             return cur.execute(query, params).fetchall()
 
     # -- tokenizer -------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
-        return self._call("SELECT {m}.tokenize(%s)", (_check_text(text, "text"),))[0][0]
+        return self.query("SELECT {m}.tokenize(%s)", (_check_text(text, "text"),))[0][0]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._call("SELECT {m}.detokenize(%s::int[])", (list(tokens),))[0][0]
+        return self.query("SELECT {m}.detokenize(%s::int[])", (list(tokens),))[0][0]
 
     # -- the model -------------------------------------------------------------------------
     def next_token_logits(self, tokens: Sequence[int]) -> list[float]:
         """Logits of every vocabulary entry for the position after ``tokens`` (index = token id)."""
-        rows = self._call("SELECT token, logit FROM {m}.next_token_logits(%s::int[]) ORDER BY token",
+        rows = self.query("SELECT token, logit FROM {m}.next_token_logits(%s::int[]) ORDER BY token",
                           (list(tokens),))
         return [logit for _, logit in rows]
 
     def next_token_probs(self, prompt: str, k: int = 10) -> list[TokenProb]:
-        rows = self._call("SELECT rank, token, piece, probability FROM {m}.next_token_probs(%s, %s)",
+        rows = self.query("SELECT rank, token, piece, probability FROM {m}.next_token_probs(%s, %s)",
                           (_check_text(prompt), k))
         return [TokenProb(*r) for r in rows]
 
     def steps(self, prompt: str, **options) -> list[Step]:
         """Every generated token, with its piece of text and why generation stopped (last row)."""
         opts = SamplingOptions(**options)
-        rows = self._call("SELECT step, token, piece, finish FROM " + GENERATE,
+        rows = self.query("SELECT step, token, piece, finish FROM " + GENERATE,
                           (_check_text(prompt), *opts.params()))
         return [Step(*r) for r in rows]
 
@@ -215,7 +216,7 @@ class Model:
 
     def steps_batch(self, prompts: Sequence[str], **options) -> list[BatchStep]:
         opts = SamplingOptions(**options)
-        rows = self._call("SELECT prompt_index, step, token, piece, finish FROM " + GENERATE_BATCH,
+        rows = self.query("SELECT prompt_index, step, token, piece, finish FROM " + GENERATE_BATCH,
                           (_check_prompts(prompts), *opts.params()))
         return [BatchStep(*r) for r in rows]
 
@@ -232,13 +233,13 @@ class Model:
         """Every token of ``text`` with its log-probability given the tokens before it (the first
         one after <|endoftext|>) and its rank among all candidates; longer texts than the context
         are scored with a sliding window (SQL score)."""
-        rows = self._call('SELECT "position", token, piece, logprob, rank FROM {m}.score(%s)',
+        rows = self.query('SELECT "position", token, piece, logprob, rank FROM {m}.score(%s)',
                           (_check_text(text, "text"),))
         return [TokenScore(*r) for r in rows]
 
     def perplexity(self, text: str) -> float:
         """exp(-mean log-probability) of the text's tokens."""
-        return self._call("SELECT {m}.perplexity(%s)", (_check_text(text, "text"),))[0][0]
+        return self.query("SELECT {m}.perplexity(%s)", (_check_text(text, "text"),))[0][0]
 
     # -- looking inside -------------------------------------------------------------------
     def trace(self, prompt: str, keep: str | None = None,
@@ -249,7 +250,7 @@ class Model:
         pairs = [list(p) for p in ablate] if ablate else None
         if pairs is not None and any(len(p) != 2 for p in pairs):
             raise ValueError(f"ablate takes (layer, head) pairs, got {list(ablate)!r}")
-        trace_id = self._call("SELECT {m}.trace(%s, coalesce(%s::interval, '1 day'), %s::int[])",
+        trace_id = self.query("SELECT {m}.trace(%s, coalesce(%s::interval, '1 day'), %s::int[])",
                               (_check_text(prompt), keep, pairs))[0][0]
         return Trace(self, trace_id)
 
@@ -257,7 +258,7 @@ class Model:
         return Trace(self, trace_id)
 
     def drop_traces(self, expired_only: bool = False) -> int:
-        return self._call("SELECT {m}.drop_traces(%s)", (expired_only,))[0][0]
+        return self.query("SELECT {m}.drop_traces(%s)", (expired_only,))[0][0]
 
     def stream(self, prompt: str, **options) -> Iterator[str]:
         """Yield the pieces of text as PostgreSQL produces them (one per token)."""
@@ -321,13 +322,13 @@ class Trace:
     the same queries work in psql (see docs/walkthrough.md)."""
 
     def __init__(self, model: Model, trace_id: int):
-        row = model._call("SELECT prompt, tokens, expires_at, ablate FROM {m}.traces WHERE trace_id = %s", (trace_id,))
+        row = model.query("SELECT prompt, tokens, expires_at, ablate FROM {m}.traces WHERE trace_id = %s", (trace_id,))
         if not row:
             raise LookupError(f"no trace {trace_id} in model {model.name!r} (traces expire; see its traces table)")
         self.model, self.id = model, trace_id
         self.prompt, self.tokens, self.expires_at, ablate = row[0]
         self.ablate: list[tuple[int, int]] = [tuple(p) for p in ablate or []]  # (layer, head) zeroed
-        self.pieces: list[str] = [r[0] for r in model._call(
+        self.pieces: list[str] = [r[0] for r in model.query(
             "SELECT piece FROM {m}.trace_tokens WHERE trace_id = %s ORDER BY position", (trace_id,))]
 
     def __repr__(self) -> str:
@@ -335,14 +336,14 @@ class Trace:
 
     def stage(self, stage: str, layer: int | None = None) -> np.ndarray:
         """One stored stage as a [T, n] array, e.g. stage('ln_1', 0); stages: the trace_stages table."""
-        rows = self.model._call("SELECT value FROM {m}.trace_vectors WHERE trace_id = %s AND stage = %s "
+        rows = self.model.query("SELECT value FROM {m}.trace_vectors WHERE trace_id = %s AND stage = %s "
                                 "AND layer IS NOT DISTINCT FROM %s ORDER BY position", (self.id, stage, layer))
         if not rows:
             raise ValueError(f"trace {self.id} has no stage {stage!r} at layer {layer}")
         return np.array([r[0] for r in rows])
 
     def attention(self, layer: int, head: int) -> list[AttentionWeight]:
-        rows = self.model._call("SELECT * FROM {m}.attention(%s::bigint, %s, %s)", (self.id, layer, head))
+        rows = self.model.query("SELECT * FROM {m}.attention_pattern(%s::bigint, %s, %s)", (self.id, layer, head))
         return [AttentionWeight(*r) for r in rows]
 
     def attention_matrix(self, layer: int, head: int) -> np.ndarray:
@@ -355,32 +356,32 @@ class Trace:
     def top_predictions(self, position: int = -1, k: int = 10) -> list[Prediction]:
         """The k likeliest tokens after ``position`` (negative counts from the end, -1 = the last)."""
         pos = position + len(self.tokens) if position < 0 else position
-        rows = self.model._call("SELECT * FROM {m}.top_predictions(%s, %s, %s)", (self.id, pos, k))
+        rows = self.model.query("SELECT * FROM {m}.top_predictions(%s, %s, %s)", (self.id, pos, k))
         return [Prediction(*r) for r in rows]
 
     def token_probability(self, token: int | str) -> list[TokenChance]:
         """How likely ``token`` (an id, or text that is exactly one token) is after each position."""
         cast = "int" if isinstance(token, int) else "text"
-        rows = self.model._call(f"SELECT * FROM {{m}}.token_probability(%s, %s::{cast})", (self.id, token))
+        rows = self.model.query(f"SELECT * FROM {{m}}.token_probability(%s, %s::{cast})", (self.id, token))
         return [TokenChance(*r) for r in rows]
 
     def logit_lens(self, k: int = 5, position: int | None = None) -> list[LensPrediction]:
         """The top k tokens of every layer's residual stream, at every position or just one."""
-        rows = self.model._call("SELECT * FROM {m}.logit_lens(%s, %s, %s)", (self.id, k, position))
+        rows = self.model.query("SELECT * FROM {m}.logit_lens(%s, %s, %s)", (self.id, k, position))
         return [LensPrediction(*r) for r in rows]
 
     def compare(self, other: "Trace", k: int = 5) -> list[PredictionChange]:
         """Per position and rank, this trace's and ``other``'s top k next tokens (same prompt)."""
-        rows = self.model._call("SELECT * FROM {m}.compare_traces(%s, %s, %s)", (self.id, other.id, k))
+        rows = self.model.query("SELECT * FROM {m}.compare_traces(%s, %s, %s)", (self.id, other.id, k))
         return [PredictionChange(*r) for r in rows]
 
     def compare_residuals(self, other: "Trace") -> list[ResidualChange]:
         """How far ``other``'s residual stream is from this one's after every sub-layer."""
-        rows = self.model._call("SELECT * FROM {m}.compare_residuals(%s, %s)", (self.id, other.id))
+        rows = self.model.query("SELECT * FROM {m}.compare_residuals(%s, %s)", (self.id, other.id))
         return [ResidualChange(*r) for r in rows]
 
     def drop(self) -> bool:
-        return self.model._call("SELECT {m}.drop_trace(%s)", (self.id,))[0][0]
+        return self.model.query("SELECT {m}.drop_trace(%s)", (self.id,))[0][0]
 
 
 class Client:

@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from psycopg import sql
+
 from .client import Trace
 
 TOP_K = 10      # predictions shown per position
@@ -50,7 +52,7 @@ def check_output(out: str | Path) -> Path:
 
 
 def _rows(trace: Trace, template: str, params: Sequence = ()) -> list[tuple]:
-    return trace.model._call(template, params)
+    return trace.model.query(template, params)
 
 
 def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
@@ -91,7 +93,7 @@ def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
 
     data = {
         "model": model.name,
-        "schema": model._schema.as_string(conn),
+        "schema": sql.Identifier(model.name).as_string(conn),
         "config": cfg,
         "trace": tid,
         "prompt": trace.prompt,
@@ -146,7 +148,7 @@ def write_page(trace: Trace, out: str | Path, ablate: Sequence[tuple[int, int]] 
     ablated = None
     if ablate:                                      # the same tokens, those heads zeroed
         pairs = [list(p) for p in ablate]
-        twin = trace.model._call("SELECT {m}.trace(%s::int[], '1 day'::interval, %s::int[])", (trace.tokens, pairs))
+        twin = trace.model.query("SELECT {m}.trace(%s::int[], '1 day'::interval, %s::int[])", (trace.tokens, pairs))
         ablated = Trace(trace.model, twin[0][0])
     page = render(collect(trace, ablated, k))
     fd, tmp = tempfile.mkstemp(dir=out.resolve().parent, prefix=".explore-", suffix=".html")

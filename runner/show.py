@@ -104,7 +104,7 @@ def _head_svg(trace: Trace, layer: int, head: int, cell: int) -> str:
 
 def attention_html(trace: Trace, out: Path) -> Path:
     """Every head of every layer on one self-contained page (no scripts, no network)."""
-    n_layer, n_head = trace.model._call("SELECT n_layer, n_head FROM {m}.config")[0]
+    n_layer, n_head = trace.model.query("SELECT n_layer, n_head FROM {m}.config")[0]
     cell = max(4, min(24, 240 // max(1, len(trace.tokens))))
     tokens = " ".join(f"<code>{i}:{html.escape(label(p))}</code>" for i, p in enumerate(trace.pieces))
     grid = []
@@ -126,7 +126,7 @@ code {{ background: #eee; padding: 0 0.2em; margin-right: 0.3em; }}
 <h1>Attention of {html.escape(trace.model.name)} on {html.escape(repr(trace.prompt))}</h1>
 <p>Trace {trace.id}. Each square is one head: row = query position, column = key position (top-left is
 position 0); darker = more weight. Hover a cell for its weight and score. Tokens: {tokens}</p>
-<p>The same numbers in SQL: <code>SELECT * FROM {html.escape(trace.model.name)}.attention({trace.id}, layer, head);</code></p>
+<p>The same numbers in SQL: <code>SELECT * FROM {html.escape(trace.model.name)}.attention_pattern({trace.id}, layer, head);</code></p>
 {"".join(grid)}
 </body></html>
 """

@@ -171,7 +171,7 @@ def test_stop_string_and_context_full(tiny):
 
 @pytest.mark.parametrize("args, message", [
     ("'', 5", "prompt is empty"),
-    ("NULL, 5", "text is NULL"),
+    ("NULL, 5", "the prompt is NULL"),
     ("'Hi', 0", "max_new_tokens must be between 1"),
     ("'Hi', 1000000", "max_new_tokens must be between 1"),
     ("'Hi', 5, -1", "temperature must be"),

@@ -189,3 +189,78 @@ def test_both_kernels_side_by_side_give_numpys_greedy_continuation(server, _serv
             assert conn.execute(f"SELECT kernel FROM {model}.config").fetchone()[0] == kernel
             got = [r[0] for r in conn.execute(f"SELECT token FROM {model}.generate('The database said', 12)")]
             assert got == want, kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernel contract (sql/kernels/contract.sql) and the fused sub-layers (kernels/*/45_fused.sql)
+# ---------------------------------------------------------------------------------------------
+
+def test_a_kernel_without_a_primitive_is_refused(tiny):
+    """contract.sql, run last at load time, names the primitive a kernel did not provide."""
+    from importlib import resources
+
+    dsn, model = tiny
+    contract = (resources.files("gpt2sql.sql") / "kernels" / "contract.sql").read_text(encoding="utf-8")
+    with psycopg.connect(dsn) as conn:            # one transaction, rolled back
+        conn.execute(f"SET LOCAL search_path = {model}, pg_catalog, public")
+        conn.execute(contract)                    # the loaded kernel passes
+        conn.execute("DROP FUNCTION kv_positions(kv)")
+        with pytest.raises(psycopg.Error, match=r"gpt2sql: the \w+ kernel does not provide kv_positions\(kv\)"):
+            conn.execute(contract)
+        conn.rollback()
+
+
+def random_rows(rng, t: int, c: int) -> list[list[float]]:
+    return rng.normal(0, 1, (t, c)).tolist()
+
+
+def test_fused_mlp_equals_the_composition_trace_shows(tiny):
+    """mlp(x) (the vector kernel's fused one, the model's own on the sql kernel) gives exactly
+    linear(gelu(linear(x, c_fc)), c_proj) + residual, the stages trace() stores."""
+    import numpy as np
+
+    dsn, model = tiny
+    rng = np.random.default_rng(7)
+    x, r = random_rows(rng, 3, 64), random_rows(rng, 3, 64)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SET search_path = {model}, pg_catalog, public")
+        got, want = conn.execute(
+            """SELECT mlp(%(x)s::float8[], 1, residual => %(r)s::float8[]),
+                      linear(linear(%(x)s::float8[], 'h.1.mlp.c_fc.weight', 'h.1.mlp.c_fc.bias', gelu => true),
+                             'h.1.mlp.c_proj.weight', 'h.1.mlp.c_proj.bias', residual => %(r)s::float8[])""",
+            {"x": x, "r": r}).fetchone()
+    assert np.array(got).shape == (3, 64)
+    assert got == want
+
+
+def test_fused_mha_equals_the_composition_trace_shows(tiny):
+    """mha over two sequences (one with two cached positions, one fresh) gives exactly, per sequence,
+    linear(attention(q, kv_append(past, k, v)), c_proj) + residual with q, k, v the thirds of
+    linear(x, c_attn), and the same extended caches."""
+    import numpy as np
+
+    dsn, model = tiny
+    rng = np.random.default_rng(8)
+    past_rows, x, r = random_rows(rng, 2, 64), random_rows(rng, 5, 64), random_rows(rng, 5, 64)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SET search_path = {model}, pg_catalog, public")
+        y, *caches = conn.execute(
+            """SELECT (m).y, (m).present[1]::text, (m).present[2]::text
+                 FROM (SELECT mha(%(x)s::float8[], 0, ARRAY[2, 3],
+                                  ARRAY[kv_append(NULL, %(p)s::float8[], %(p)s::float8[]), NULL],
+                                  residual => %(r)s::float8[]) AS m OFFSET 0) AS s""",
+            {"x": x, "r": r, "p": past_rows}).fetchone()
+        want_y, want_caches = [], []
+        for rows, past in ((slice(0, 2), "kv_append(NULL, %(p)s::float8[], %(p)s::float8[])"), (slice(2, 5), "NULL::kv")):
+            part = {"x": x[rows], "r": r[rows], "p": past_rows}
+            yb, cache = conn.execute(
+                f"""WITH qkv AS (SELECT linear(%(x)s::float8[], 'h.0.attn.c_attn.weight', 'h.0.attn.c_attn.bias') AS h),
+                         cache AS (SELECT kv_append({past}, h[:][65:128], h[:][129:192]) AS c FROM qkv)
+                    SELECT linear(attention(qkv.h[:][1:64], cache.c), 'h.0.attn.c_proj.weight', 'h.0.attn.c_proj.bias',
+                                  residual => %(r)s::float8[]),
+                           cache.c::text
+                      FROM qkv, cache""", part).fetchone()
+            want_y += yb
+            want_caches.append(cache)
+    assert y == want_y
+    assert caches == want_caches

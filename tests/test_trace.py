@@ -124,7 +124,7 @@ def test_attention_lens(traced):
     conn, tid, tokens, want, cfg, _ = traced
     pieces = [r[0] for r in rows(conn, "SELECT piece FROM trace_tokens WHERE trace_id = %s ORDER BY position", tid)]
     layer, head = cfg["n_layer"] - 1, cfg["n_head"] - 1
-    got = rows(conn, "SELECT * FROM attention(%s::bigint, %s, %s)", tid, layer, head)
+    got = rows(conn, "SELECT * FROM attention_pattern(%s::bigint, %s, %s)", tid, layer, head)
     assert [(p, k) for p, k, *_ in got] == [(p, k) for p in range(len(tokens)) for k in range(p + 1)]
     for p, k, query_piece, key_piece, score, weight in got:
         assert (query_piece, key_piece) == (pieces[p], pieces[k])
@@ -202,9 +202,9 @@ def test_logit_lens(traced):
 
 
 @pytest.mark.parametrize("query, message", [
-    ("SELECT * FROM attention(999999::bigint, 0, 0)", "no trace 999999"),
-    ("SELECT * FROM attention({t}::bigint, 2, 0)", r"layer 2 is outside the model \(0..1\)"),
-    ("SELECT * FROM attention({t}::bigint, 0, -1)", r"head -1 is outside the model \(0..3\)"),
+    ("SELECT * FROM attention_pattern(999999::bigint, 0, 0)", "no trace 999999"),
+    ("SELECT * FROM attention_pattern({t}::bigint, 2, 0)", r"layer 2 is outside the model \(0..1\)"),
+    ("SELECT * FROM attention_pattern({t}::bigint, 0, -1)", r"head -1 is outside the model \(0..3\)"),
     ("SELECT * FROM top_predictions({t}, 99, 3)", "position 99 is outside trace"),
     ("SELECT * FROM top_predictions({t}, 0, 0)", "k must be >= 1"),
     ("SELECT * FROM logit_lens({t}, 0)", "k must be >= 1"),
@@ -259,7 +259,7 @@ def test_read_only_sessions_and_reader_roles_cannot_trace_but_can_read(main_dsn,
         conn.execute("SET ROLE gpt2_trace_reader")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="may not write traces"):
             conn.execute(f"SELECT {model}.trace('Hello')")
-        assert len(conn.execute(f"SELECT * FROM {model}.attention(%s::bigint, 0, 0)", (tid,)).fetchall()) == 3
+        assert len(conn.execute(f"SELECT * FROM {model}.attention_pattern(%s::bigint, 0, 0)", (tid,)).fetchall()) == 3
         assert len(conn.execute(f"SELECT * FROM {model}.top_predictions(%s, 1, 2)", (tid,)).fetchall()) == 2
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"SELECT {model}.drop_traces()")
@@ -298,7 +298,7 @@ def test_cli_trace_and_pictures(main_dsn, tiny_ckpt, tmp_path):
     assert res.returncode == 0, res.stderr
     tid = int(res.stdout.split()[1])
     with psycopg.connect(main_dsn, autocommit=True) as conn:
-        want = rows(conn, f"SELECT position, key_position, weight FROM {model}.attention(%s::bigint, 1, 2)", tid)
+        want = rows(conn, f"SELECT position, key_position, weight FROM {model}.attention_pattern(%s::bigint, 1, 2)", tid)
         n_layer, n_head = rows(conn, f"SELECT n_layer, n_head FROM {model}.config")[0]
 
     res = cli("show", "attention", "--model", model, "--trace", str(tid), "--layer", "1", "--head", "2",

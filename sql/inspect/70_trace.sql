@@ -1,4 +1,4 @@
--- 70_trace.sql: a forward pass that keeps every intermediate value, for looking inside
+-- inspect/70_trace.sql: a forward pass that keeps every intermediate value, for looking inside
 --
 --   trace(prompt) -> trace_id
 --
@@ -290,7 +290,6 @@ CREATE FUNCTION trace(tokens int[], keep interval DEFAULT '1 day', ablate int[] 
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path FROM CURRENT
-SET jit = off                   -- as forward(); see 23_linear_kernel_sql.sql
 AS $$
 DECLARE
     n_layer int := (SELECT c.n_layer FROM config AS c);
@@ -302,7 +301,7 @@ DECLARE
     id      bigint;
     pre     text;
     x       float8[];           -- [T][C] the residual stream
-    h       float8[];           -- [T][n] the current stage's output
+    y       float8[];           -- [T][n] the current stage's output
 BEGIN
     PERFORM check_can_trace();
     PERFORM check_tokens(tokens, 0);
@@ -313,37 +312,37 @@ BEGIN
     RETURNING trace_id INTO id;
 
     x := trace_store(id, 'embedding', NULL, add(                                       -- [T][C]
-             trace_store(id, 'token_embedding', NULL, matrix_rows('wte.weight', tokens)),
+             trace_store(id, 'token_embedding', NULL, embedding_rows('wte.weight', tokens)),
              trace_store(id, 'position_embedding', NULL,
-                         matrix_rows('wpe.weight', ARRAY(SELECT generate_series(0, t - 1))))));
+                         embedding_rows('wpe.weight', ARRAY(SELECT generate_series(0, t - 1))))));
     FOR layer IN 0 .. n_layer - 1 LOOP
         pre := format('h.%s.', layer);
-        h := trace_store(id, 'ln_1', layer, layer_norm(x, pre || 'ln_1'));               -- [T][C]
-        h := linear(h, pre || 'attn.c_attn.weight', pre || 'attn.c_attn.bias');          -- [T][3C]
-        PERFORM trace_store(id, 'q', layer, h[1:t][1:c]),                                -- [T][C] each
-                trace_store(id, 'k', layer, h[1:t][c + 1:2 * c]),
-                trace_store(id, 'v', layer, h[1:t][2 * c + 1:3 * c]);
+        y := trace_store(id, 'ln_1', layer, layer_norm(x, pre || 'ln_1'));               -- [T][C]
+        y := linear(y, pre || 'attn.c_attn.weight', pre || 'attn.c_attn.bias');          -- [T][3C]
+        PERFORM trace_store(id, 'q', layer, y[1:t][1:c]),                                -- [T][C] each
+                trace_store(id, 'k', layer, y[1:t][c + 1:2 * c]),
+                trace_store(id, 'v', layer, y[1:t][2 * c + 1:3 * c]);
         PERFORM trace_attention_weights(id, layer);                                      -- (head, t, s) -> weight
-        h := attention(h[1:t][1:c], kv_append(NULL, h[1:t][c + 1:2 * c], h[1:t][2 * c + 1:3 * c]));  -- [T][C]
+        y := attention(y[1:t][1:c], kv_append(NULL, y[1:t][c + 1:2 * c], y[1:t][2 * c + 1:3 * c]));  -- [T][C]
         FOR i IN 1 .. coalesce(array_length(pairs, 1), 0) LOOP                           -- ablated heads output 0
             IF pairs[i][1] = layer THEN
-                h[1:t][pairs[i][2] * d + 1:pairs[i][2] * d + d] := array_fill(0::float8, ARRAY[t, d]);
+                y[1:t][pairs[i][2] * d + 1:pairs[i][2] * d + d] := array_fill(0::float8, ARRAY[t, d]);
             END IF;
         END LOOP;
-        PERFORM trace_store(id, 'attn_heads', layer, h);                                 -- [T][C]
-        h := trace_store(id, 'attn_out', layer,                                          -- [T][C]
-                         linear(h, pre || 'attn.c_proj.weight', pre || 'attn.c_proj.bias'));
-        x := trace_store(id, 'residual_attn', layer, add(x, h));                         -- [T][C]
-        h := trace_store(id, 'ln_2', layer, layer_norm(x, pre || 'ln_2'));               -- [T][C]
-        h := trace_store(id, 'mlp_fc', layer,                                            -- [T][4C]
-                         linear(h, pre || 'mlp.c_fc.weight', pre || 'mlp.c_fc.bias'));
-        h := trace_store(id, 'mlp_gelu', layer, gelu(h));                                -- [T][4C]
-        h := trace_store(id, 'mlp_out', layer,                                           -- [T][C]
-                         linear(h, pre || 'mlp.c_proj.weight', pre || 'mlp.c_proj.bias'));
-        x := trace_store(id, 'residual_mlp', layer, add(x, h));                          -- [T][C]
+        PERFORM trace_store(id, 'attn_heads', layer, y);                                 -- [T][C]
+        y := trace_store(id, 'attn_out', layer,                                          -- [T][C]
+                         linear(y, pre || 'attn.c_proj.weight', pre || 'attn.c_proj.bias'));
+        x := trace_store(id, 'residual_attn', layer, add(x, y));                         -- [T][C]
+        y := trace_store(id, 'ln_2', layer, layer_norm(x, pre || 'ln_2'));               -- [T][C]
+        y := trace_store(id, 'mlp_fc', layer,                                            -- [T][4C]
+                         linear(y, pre || 'mlp.c_fc.weight', pre || 'mlp.c_fc.bias'));
+        y := trace_store(id, 'mlp_gelu', layer, gelu(y));                                -- [T][4C]
+        y := trace_store(id, 'mlp_out', layer,                                           -- [T][C]
+                         linear(y, pre || 'mlp.c_proj.weight', pre || 'mlp.c_proj.bias'));
+        x := trace_store(id, 'residual_mlp', layer, add(x, y));                          -- [T][C]
     END LOOP;
-    h := trace_store(id, 'ln_f', NULL, layer_norm(x, 'ln_f'));                           -- [T][C]
-    PERFORM trace_store(id, 'logits', NULL, linear(h, 'wte.weight', NULL));              -- [T][V]
+    y := trace_store(id, 'ln_f', NULL, layer_norm(x, 'ln_f'));                           -- [T][C]
+    PERFORM trace_store(id, 'logits', NULL, (lm_head(y)).logits);                       -- [T][V]
     RETURN id;
 END
 $$;

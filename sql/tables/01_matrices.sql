@@ -1,4 +1,4 @@
--- 01_matrices.sql: the table holding every 2-D weight, laid out for fast matrix-vector products,
+-- tables/01_matrices.sql: the table holding every 2-D weight, laid out for fast matrix-vector products,
 -- and matrix_cells, the same weights one value per row.
 --
 -- (name, row, chunk) -> weights c*chunk .. c*chunk+chunk-1 of row `row`
@@ -11,10 +11,10 @@
 --   How a chunk is stored depends on the model's kernel (config.kernel, chosen at load time):
 --   sql     w0 .. w{chunk-1} real: 256 plain columns, so that a product is one generated expression
 --           per row, w0*x0 + w1*x1 + ..., which PostgreSQL evaluates far faster than unnest()-ing
---           arrays or joining (row, col, value) triples (see README, Benchmarks).
+--           arrays or joining (row, col, value) triples (docs/performance.md).
 --   vector  w vector(chunk): one pgvector value of n_embd floats, so that a product is pgvector's
 --           inner product (C code) of a weight row with an input row. Stored PLAIN (in the row,
---           never out of line in TOAST, which made reading the LM head ~3x slower).
+--           never out of line in TOAST, which makes reading the LM head several times slower).
 DO $$
 DECLARE
     cfg config := (SELECT c FROM config AS c);

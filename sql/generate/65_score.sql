@@ -1,4 +1,4 @@
--- 65_score.sql: how likely a text is, token by token
+-- generate/65_score.sql: how likely a text is, token by token
 --
 --   logprob(token i) = log softmax(logits after tokens < i)[token i]
 --                    = logit[token i] - (max logit + ln sum over v of exp(logit[v] - max logit))
@@ -25,7 +25,7 @@ AS $$
 DECLARE
     logits float8[];        -- [n][V] the LM head on rows row_from .. row_to
 BEGIN
-    logits := linear(layer_norm(x[row_from:row_to][:], 'ln_f'), 'wte.weight', NULL);
+    logits := (unembed(x[row_from:row_to][:])).logits;
     RETURN QUERY
     WITH targets AS (           -- (i) -> the token row row_from + i - 1 predicts, and its logit
         SELECT i, targets[i] AS token, logits[i][targets[i] + 1] AS logit
@@ -49,7 +49,6 @@ CREATE FUNCTION score(txt text)
 RETURNS TABLE ("position" int, token int, piece text, logprob float8, rank int)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-SET jit = off
 AS $$
 DECLARE
     n_ctx  int := (SELECT c.n_positions FROM config AS c);
@@ -69,7 +68,7 @@ BEGIN
     n := cardinality(seq) - 1;
     LOOP
         stop := least(start + n_ctx, n + 1);
-        x := hidden(seq[start + 1:stop]);                                          -- [stop - start][C]
+        x := residual_stream(seq[start + 1:stop]);                                          -- [stop - start][C]
         -- window row j (seq[start + j]) predicts text token start + j; score tokens done + 1 .. stop - 1
         FOR row_from IN done + 1 - start .. stop - 1 - start BY score_rows() LOOP
             RETURN QUERY

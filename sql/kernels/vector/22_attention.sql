@@ -1,5 +1,5 @@
--- 32_attention_kernel_vector.sql: causal multi-head self-attention and the KV cache, vector kernel
--- (32_attention_kernel_sql.sql is the same in plain SQL)
+-- kernels/vector/22_attention.sql: causal multi-head self-attention and the KV cache, vector kernel:
+-- kv, kv_append, kv_positions and attention of the contract (kernels/contract.sql)
 --
 --   attention(q [T][C], cache kv) -> [T][C]
 --   per head h (D = C / n_head dimensions):
@@ -35,7 +35,6 @@ CREATE FUNCTION attention_heads(q vector[], cache kv)
 RETURNS vector[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-SET jit = off
 SET work_mem = '64MB'                      -- keys, values and scores of a 1,024-position context stay in memory
 AS $$
 DECLARE
@@ -72,7 +71,7 @@ BEGIN
     ),
     heads AS (                  -- (t, h) -> out_h: the values weighted by the attention weights, summed
                                 -- (values joined here rather than carried along with every score
-                                -- through the sorts: a 400-token prompt 2.2 -> 2.0 s a layer)
+                                -- through the sorts)
         SELECT w.t, w.h, sum(vs.v * array_fill(w.a, ARRAY[d])::vector) AS o
           FROM weights AS w
           JOIN vs ON vs.s = w.s AND vs.h = w.h
@@ -99,53 +98,3 @@ BEGIN ATOMIC
            WITH ORDINALITY AS u(v, t);
 END;
 
--- The attention sublayer of block `layer` (34_block.sql): residual + mha(x), and the extended caches.
---   qkv = x @ W_attn + b_attn; per sequence b, attention of its rows' queries over its cache past[b]
---   extended by its rows' keys and values; then the heads' outputs @ W_proj + b_proj.
--- x [T][C] holds lengths[b] rows of sequence b after one another. The products take and give
--- vectors (24_linear_kernel_vector.sql): qkv comes out as one vector of 3C floats per row, cut into
--- the (row, head) queries, keys and values by subvector, once for every sequence; the attention
--- output goes into W_proj as vectors. (8 sequences, one row each, per layer: 5.1 -> 3.5 ms with the
--- cutting done once instead of by kv_append and attention per sequence; then 1.5 ms less without
--- reading the float8 arrays out again.)
-CREATE FUNCTION mha(x float8[], layer int, lengths int[], past kv[], residual float8[] DEFAULT NULL,
-                    OUT y float8[], OUT present kv[])
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path FROM CURRENT
-AS $$
-DECLARE
-    pre    text := format('h.%s.attn.', layer);
-    n_head int := (SELECT cf.n_head FROM config AS cf);
-    c      int := (SELECT cf.n_embd FROM config AS cf);
-    d      int := c / n_head;
-    chunk  int := (SELECT cf.chunk FROM config AS cf);
-    n_t    int := array_length(x, 1);
-    qkv    vector[];            -- [T] q | k | v of each row, 3C floats
-    q      vector[];            -- [T * n_head] (t, h) queries, D floats each
-    k      vector[];            -- keys
-    v      vector[];            -- values
-    a      vector[] := '{}';    -- [T] attention output rows, C floats each, sequence after sequence
-    r      int := 0;            -- rows before sequence b
-    n      int;
-BEGIN
-    qkv := (linear_vectors(row_vectors(x, chunk), n_t, pre || 'c_attn.weight', pre || 'c_attn.bias',
-                           as_vectors => true)).yv;
-    q := vector_pieces(qkv, d, 1, c);           -- floats 1 .. C of each row, per head
-    k := vector_pieces(qkv, d, c + 1, c);       -- C+1 .. 2C
-    v := vector_pieces(qkv, d, 2 * c + 1, c);   -- 2C+1 .. 3C
-    present := '{}';
-    FOR b IN 1 .. cardinality(lengths) LOOP
-        n := lengths[b];
-        IF n = 0 THEN
-            present[b] := past[b];                                                   -- not advancing
-            CONTINUE;
-        END IF;
-        present[b] := ROW(coalesce(past[b].k, '{}') || k[r * n_head + 1:(r + n) * n_head],      -- S = past + n
-                          coalesce(past[b].v, '{}') || v[r * n_head + 1:(r + n) * n_head])::kv;
-        a := a || attention_heads(q[r * n_head + 1:(r + n) * n_head], present[b]);   -- + n rows
-        r := r + n;
-    END LOOP;
-    y := (linear_vectors(vector_pieces(a, chunk), n_t, pre || 'c_proj.weight', pre || 'c_proj.bias',
-                         residual => residual)).y;                                    -- [T][C]
-END
-$$;

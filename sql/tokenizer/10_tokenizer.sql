@@ -1,4 +1,4 @@
--- 10_tokenizer.sql: GPT-2's byte-level BPE tokenizer.
+-- tokenizer/10_tokenizer.sql: GPT-2's byte-level BPE tokenizer.
 --
 --   text --pretokenize--> pieces --bytes--> byte symbols --bpe_steps--> symbols --vocab--> token ids
 --

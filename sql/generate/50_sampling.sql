@@ -1,4 +1,4 @@
--- 50_sampling.sql: from logits to the next token
+-- generate/50_sampling.sql: from logits to the next token
 --
 --   greedy (temperature 0): argmax
 --   otherwise: p = softmax(logits / temperature), keep the top_k most likely, then the smallest

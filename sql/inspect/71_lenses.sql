@@ -1,13 +1,13 @@
--- 71_lenses.sql: ready-made questions to ask a trace (70_trace.sql)
+-- inspect/71_lenses.sql: ready-made questions to ask a trace (70_trace.sql)
 --
---   attention(trace, layer, head)          who each position looks at
+--   attention_pattern(trace, layer, head)  who each position looks at
 --   top_predictions(trace, position, k)    the k likeliest next tokens after a position
 --   token_probability(trace, token)        how likely one token is after each position
 --   logit_lens(trace, k)                   what the residual stream "predicts" after each layer
 --   compare_traces(a, b, k)                how the top predictions changed from trace a to trace b
 --   compare_residuals(a, b)                how far the residual stream moved, after every sub-layer
 --
--- For how the prompt became tokens, see tokenize_trace(text) in 10_tokenizer.sql.
+-- For how the prompt became tokens, see tokenize_trace(text) in tokenizer/10_tokenizer.sql.
 
 -- the trace must exist (and, when given, layer / head / position be inside the model and prompt)
 CREATE FUNCTION check_trace(id bigint, layer int DEFAULT NULL, head int DEFAULT NULL, pos int DEFAULT NULL)
@@ -52,7 +52,7 @@ END
 $$;
 
 -- (rank) -> token, logit, probability: the k highest logits, with their softmax probability over
--- the whole vocabulary; ties go to the lower token id, as in sampling (50_sampling.sql)
+-- the whole vocabulary; ties go to the lower token id, as in sampling (generate/50_sampling.sql)
 CREATE FUNCTION top_tokens(logits float8[], k int)
 RETURNS TABLE (rank int, token int, logit float8, probability float8)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -67,7 +67,7 @@ BEGIN ATOMIC
 END;
 
 -- (position, key_position) -> weight: one head's attention matrix, with the tokens' text
-CREATE FUNCTION attention(trace_id bigint, layer int, head int)
+CREATE FUNCTION attention_pattern(trace_id bigint, layer int, head int)
 RETURNS TABLE ("position" int, key_position int, query_piece text, key_piece text, score float8, weight float8)
 LANGUAGE plpgsql STABLE
 SET search_path FROM CURRENT
@@ -79,7 +79,8 @@ BEGIN
       FROM trace_attention AS a
       JOIN trace_tokens AS q ON q.trace_id = a.trace_id AND q.position = a.position
       JOIN trace_tokens AS k ON k.trace_id = a.trace_id AND k.position = a.key_position
-     WHERE a.trace_id = attention.trace_id AND a.layer = attention.layer AND a.head = attention.head
+     WHERE a.trace_id = attention_pattern.trace_id AND a.layer = attention_pattern.layer
+       AND a.head = attention_pattern.head
      ORDER BY a.position, a.key_position;
 END
 $$;
@@ -148,13 +149,12 @@ $$;
 -- (layer, position, rank) -> token, piece, probability: the logit lens. The residual stream after
 -- `layer` blocks (layer 0 = the embeddings, layer n_layer = the final output) is put through
 -- ln_f and the LM head as if it were the last layer; at layer n_layer this is the model's own
--- prediction. Costs one LM-head product per (layer, position): about 0.2 s each on the tiny
--- model, 0.8 s on a 124M one, so on big models ask for one position (pos) at a time.
+-- prediction. Costs one LM-head product per (layer, position) (docs/performance.md), so on big
+-- models ask for one position (pos) at a time.
 CREATE FUNCTION logit_lens(trace_id bigint, k int DEFAULT 5, pos int DEFAULT NULL)
 RETURNS TABLE (layer int, "position" int, rank int, token int, piece text, probability float8)
 LANGUAGE plpgsql STABLE
 SET search_path FROM CURRENT
-SET jit = off
 AS $$
 DECLARE
     x      float8[];            -- [R][C] the residual stream after each layer, one row per (layer, position)
@@ -173,7 +173,7 @@ BEGIN
               FROM trace_vectors AS s
              WHERE s.trace_id = logit_lens.trace_id AND s.stage = 'residual_mlp') AS r
      WHERE pos IS NULL OR r.position = pos;
-    logits := linear(layer_norm(x, 'ln_f'), 'wte.weight', NULL);
+    logits := (unembed(x)).logits;
     RETURN QUERY
     SELECT labels[r.t][1], labels[r.t][2], d.rank, d.token, (decode_utf8(v.bytes, true)).txt, d.probability
       FROM row_chunks(logits, array_length(logits, 2)) AS r                         -- (row) -> logits[row]

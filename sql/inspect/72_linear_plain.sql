@@ -1,6 +1,7 @@
--- 22_linear_plain.sql: the same product as 21_linear.sql, written the way the formula reads.
+-- inspect/72_linear_plain.sql: the same product as linear() (model/32_linear.sql), written the way
+-- the formula reads.
 --
--- It reads matrix_cells (01_matrices.sql): (name, row, col) -> value, one row per weight.
+-- It reads matrix_cells (tables/01_matrices.sql): (name, row, col) -> value, one row per weight.
 
 -- y[t][j] = sum_i x[t][i] * W[i][j] + b[j], as a join of (position, input) cells with
 -- (output, input) weights. Slow (a row per multiply-add), for reading and for checking:

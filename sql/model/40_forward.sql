@@ -1,13 +1,27 @@
--- 40_forward.sql: the whole model, tokens -> logits of the next token
+-- model/40_forward.sql: the whole model, tokens -> logits of the next token
 --
---   x = wte[tokens] + wpe[positions]; x = block_l(x) for each layer; logits = layer_norm_f(x_last) @ wte^T
+--   x = wte[tokens] + wpe[positions]            embed
+--   x = block_l(x) for each layer l             block
+--   logits = layer_norm_f(x) @ wte^T            unembed
 --
 -- forward(tokens, cache) runs the new tokens only, reading the keys and values of earlier
 -- positions from cache (one kv per layer; NULL for a fresh prompt) and returning the extended
 -- cache. The whole prompt goes through each layer in one set of queries (prefill).
 -- forward_batch does the same for several sequences at once (forward is its one-sequence case);
--- hidden() stops before the final layer norm and keeps every position (65_score.sql).
+-- residual_stream() stops before the final layer norm and keeps every position (for scoring).
 
+CREATE FUNCTION check_not_empty(tokens int[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF tokens IS NULL OR cardinality(tokens) = 0 THEN
+        RAISE EXCEPTION 'gpt2sql: the prompt is empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- the tokens are a prompt: not empty, every id in the vocabulary, and within the context after past positions
 CREATE FUNCTION check_tokens(tokens int[], past int) RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
@@ -15,9 +29,7 @@ AS $$
 DECLARE
     n_positions int := (SELECT c.n_positions FROM config AS c);
 BEGIN
-    IF tokens IS NULL OR cardinality(tokens) = 0 THEN
-        RAISE EXCEPTION 'gpt2sql: the prompt is empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM check_not_empty(tokens);
     PERFORM check_token_ids(tokens);
     IF past + cardinality(tokens) > n_positions THEN
         RAISE EXCEPTION 'gpt2sql: % tokens exceed the model''s context of % positions', past + cardinality(tokens), n_positions
@@ -26,17 +38,26 @@ BEGIN
 END
 $$;
 
+-- logits [T][V] = layer_norm_f(x) @ wte^T: the next token's logits after each row of the residual
+-- stream x [T][C], and best [T] the first of each row's highest logits (the kernel's lm_head)
+CREATE FUNCTION unembed(x float8[], OUT logits float8[], OUT best int[])
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+BEGIN ATOMIC
+    SELECT (h.out).logits, (h.out).best
+      FROM (SELECT lm_head(layer_norm(x, 'ln_f')) AS out OFFSET 0) AS h;   -- one call, not one per field
+END;
+
 -- logits [B'][V] of the position after the last new row of each advancing sequence (B' of them,
 -- in order), best [B'] the first of each row's highest logits (the greedy choice), and the
--- extended caches. tokens holds lengths[b] new tokens of sequence b after one
+-- extended caches. tokens holds lengths[seq] new tokens of sequence seq after one
 -- another (0 for a sequence that sits this step out); cache holds one kv per (layer, sequence) at
--- cache[layer * B + b] (B = cardinality(lengths); one sequence: cache[layer + 1]), NULL for fresh
+-- cache[layer * B + seq] (B = cardinality(lengths); one sequence: cache[layer + 1]), NULL for fresh
 -- prompts. Each sequence's positions continue after its own cache.
 CREATE FUNCTION forward_batch(tokens int[], lengths int[], cache kv[], OUT logits float8[], OUT present kv[],
                               OUT best int[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-SET jit = off                   -- for every stage below; see 23_linear_kernel_sql.sql
 AS $$
 DECLARE
     n_layer   int := (SELECT c.n_layer FROM config AS c);
@@ -49,15 +70,13 @@ DECLARE
     caches    kv[];             -- [B] one layer's caches
     out       record;
 BEGIN
-    IF tokens IS NULL OR cardinality(tokens) = 0 THEN
-        RAISE EXCEPTION 'gpt2sql: the prompt is empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOR b IN 1 .. n_seq LOOP
-        CONTINUE WHEN lengths[b] = 0;
-        past := coalesce(kv_positions(cache[b]), 0);                                -- layer 0's cache of sequence b
-        PERFORM check_tokens(tokens[r + 1:r + lengths[b]], past);
-        positions := positions || ARRAY(SELECT generate_series(past, past + lengths[b] - 1));
-        r := r + lengths[b];
+    PERFORM check_not_empty(tokens);
+    FOR seq IN 1 .. n_seq LOOP
+        CONTINUE WHEN lengths[seq] = 0;
+        past := coalesce(kv_positions(cache[seq]), 0);                                -- layer 0's cache of sequence seq
+        PERFORM check_tokens(tokens[r + 1:r + lengths[seq]], past);
+        positions := positions || ARRAY(SELECT generate_series(past, past + lengths[seq] - 1));
+        r := r + lengths[seq];
     END LOOP;
     IF r <> cardinality(tokens) THEN
         RAISE EXCEPTION 'gpt2sql: lengths add up to % rows, but there are % tokens', r, cardinality(tokens);
@@ -65,33 +84,32 @@ BEGIN
     x := embed(tokens, positions);                                                  -- [T][C]
     present := '{}';
     FOR layer IN 0 .. n_layer - 1 LOOP
-        FOR b IN 1 .. n_seq LOOP                                                    -- element by element: no copy
-            caches[b] := cache[layer * n_seq + b];                                  -- of the other layers' caches
+        FOR seq IN 1 .. n_seq LOOP                                                    -- element by element: no copy
+            caches[seq] := cache[layer * n_seq + seq];                                  -- of the other layers' caches
         END LOOP;
         out := block(layer, x, lengths, caches);
         x := out.y;                                                                 -- [T][C]
-        FOR b IN 1 .. n_seq LOOP
-            present[layer * n_seq + b] := out.present[b];                           -- in place
+        FOR seq IN 1 .. n_seq LOOP
+            present[layer * n_seq + seq] := out.present[seq];                           -- in place
         END LOOP;
     END LOOP;
     r := 0;
-    FOR b IN 1 .. n_seq LOOP
-        CONTINUE WHEN lengths[b] = 0;
-        r := r + lengths[b];
+    FOR seq IN 1 .. n_seq LOOP
+        CONTINUE WHEN lengths[seq] = 0;
+        r := r + lengths[seq];
         last := array_cat(last, x[r:r][:]);
     END LOOP;
-    out := lm_head(layer_norm(last, 'ln_f'));
+    out := unembed(last);
     logits := out.logits;                                                           -- [B'][V]
     best := out.best;                                                               -- [B']
 END
 $$;
 
 -- the residual stream after the last block, [T][C], for every position of a fresh sequence (scoring)
-CREATE FUNCTION hidden(tokens int[])
+CREATE FUNCTION residual_stream(tokens int[])
 RETURNS float8[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-SET jit = off
 AS $$
 DECLARE
     n_layer int := (SELECT c.n_layer FROM config AS c);
@@ -110,7 +128,6 @@ $$;
 CREATE FUNCTION forward(tokens int[], cache kv[], OUT logits float8[], OUT present kv[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-SET jit = off
 AS $$
 DECLARE
     out record;

@@ -1,8 +1,8 @@
--- 60_generate.sql: text generation with a KV cache, and the functions people call from psql
+-- generate/60_generate.sql: text generation with a KV cache, and the functions people call from psql
 --
 --   prompt -> tokenize -> forward(prompt) (prefill) -> sample -> forward(token, cache) -> sample -> ...
 --
--- The KV cache (one kv per layer) lives in this function's variables: generation writes
+-- The KV caches (one kv per layer and sequence) live in generate_batch's variables: generation writes
 -- nothing, so it runs on a read-only replica and leaves nothing behind when it ends or fails.
 -- Each new token runs the model on its own position only, reading earlier keys and values from
 -- the cache. A NOTICE per token shows progress in psql; its DETAIL is JSON for programs.
@@ -60,7 +60,7 @@ BEGIN
 END
 $$;
 
--- the checks generate and generate_batch share
+-- the options of generate_batch (and so of generate) are in range
 CREATE FUNCTION check_generation(max_new_tokens int, temperature float8, top_k int, top_p float8, seed float8)
 RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -79,64 +79,12 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION generate(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
-                         top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
-                         stop text DEFAULT NULL)
-RETURNS TABLE (step int, token int, piece text, finish text)
-LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
-SET search_path FROM CURRENT
-AS $$
-DECLARE
-    n_positions int := (SELECT c.n_positions FROM config AS c);
-    tokens   int[];
-    state    record;            -- (logits [1][V], present, best [1]): the model's output and the KV cache
-    n_ctx    int;               -- positions used so far
-    out      token_text;        -- (piece, pending bytes, finish) of the latest token
-    text_out text := '';        -- everything generated so far, for the stop string
-BEGIN
-    PERFORM check_text(prompt);
-    IF prompt = '' THEN
-        RAISE EXCEPTION 'gpt2sql: the prompt is empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed);
-    IF seed IS NOT NULL THEN
-        PERFORM setseed(seed);
-    END IF;
-
-    tokens := tokenize(prompt);
-    n_ctx := cardinality(tokens);
-    IF n_ctx > n_positions THEN
-        RAISE EXCEPTION 'gpt2sql: the prompt is % tokens; the model''s context is % positions', n_ctx, n_positions
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-    state := forward_batch(tokens, ARRAY[n_ctx], NULL);               -- prefill: the whole prompt at once
-    out := ROW('', ''::bytea, NULL)::token_text;
-
-    FOR i IN 1 .. max_new_tokens LOOP
-        step := i;
-        token := sample_token(state.logits, temperature, top_k, top_p, state.best[1]);
-        out := next_piece(token, out.pending, text_out, stop, i = max_new_tokens, n_ctx >= n_positions);
-        piece := out.piece;
-        finish := out.finish;
-        IF finish = 'context_full' THEN
-            RAISE WARNING 'gpt2sql: stopped after % new tokens: the context of % positions is full', i, n_positions;
-        END IF;
-        text_out := text_out || piece;
-        RAISE NOTICE 'gpt2sql token %/%: % %', i, max_new_tokens, token, quote_literal(piece)
-            USING DETAIL = json_build_object('step', i, 'token', token, 'piece', piece, 'finish', finish)::text;
-        RETURN NEXT;
-        EXIT WHEN finish IS NOT NULL;
-        state := forward_batch(ARRAY[token], ARRAY[1], state.present); -- one new position, the cache holds the rest
-        n_ctx := n_ctx + 1;
-    END LOOP;
-END
-$$;
-
--- Many prompts at once: all sequences advance together. Each step runs the model once for every
--- unfinished sequence (their new positions go through the same product queries, each with its
--- own KV cache and position: forward_batch), so the weights are read once per step, not once
--- per prompt. Each sequence stops on its own; rows come step by step, prompt_index counting from
--- 1 like the array. Greedy results equal each prompt's own generate(); a seeded batch repeats.
+-- Prompts -> (prompt_index, step) -> token, piece, finish: every prompt's continuation. All
+-- sequences advance together: each step runs the model once for every unfinished sequence (their
+-- new positions go through the same product queries, each with its own KV cache and position:
+-- forward_batch), so the weights are read once per step, not once per prompt. Each sequence stops
+-- on its own; rows come step by step, prompt_index counting from 1 like the array. generate() is
+-- the case of one prompt; a batch's greedy results equal each prompt's own, a seeded batch repeats.
 CREATE FUNCTION generate_batch(prompts text[], max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                                top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                                stop text DEFAULT NULL)
@@ -148,14 +96,15 @@ DECLARE
     n_positions int := (SELECT c.n_positions FROM config AS c);
     n        int := cardinality(prompts);
     prompt   text;
+    which    text;              -- 'the prompt' or 'prompt 3': how errors and notices name prompt seq
     tokens   int[] := '{}';     -- the new tokens of every advancing sequence, one after another
-    lengths  int[] := '{}';     -- [n] new tokens of sequence b in this step (0: finished)
-    n_ctx    int[] := '{}';     -- [n] positions sequence b has used
+    lengths  int[] := '{}';     -- [n] new tokens of sequence seq in this step (0: finished)
+    n_ctx    int[] := '{}';     -- [n] positions sequence seq has used
     pending  bytea[] := '{}';   -- [n] bytes of a character not yet complete
-    text_out text[] := '{}';    -- [n] what sequence b generated so far, for the stop string
+    text_out text[] := '{}';    -- [n] what sequence seq generated so far, for the stop string
     state    record;            -- (logits [B'][V], present, best [B']): the model's output and the KV caches
     out      token_text;
-    k        int;               -- row of state.logits for sequence b
+    k        int;               -- row of state.logits for sequence seq
 BEGIN
     IF prompts IS NULL OR n = 0 THEN
         RAISE EXCEPTION 'gpt2sql: prompts is an empty array' USING ERRCODE = 'invalid_parameter_value';
@@ -169,28 +118,29 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded', HINT = 'split the prompts into several batches';
     END IF;
     PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed);
-    FOR b IN 1 .. n LOOP
-        prompt := prompts[array_lower(prompts, 1) + b - 1];
+    FOR seq IN 1 .. n LOOP
+        prompt := prompts[array_lower(prompts, 1) + seq - 1];
+        which := CASE WHEN n = 1 THEN 'the prompt' ELSE format('prompt %s', seq) END;
         IF prompt IS NULL OR prompt = '' THEN
-            RAISE EXCEPTION 'gpt2sql: prompt % is %', b, CASE WHEN prompt IS NULL THEN 'NULL' ELSE 'empty' END
+            RAISE EXCEPTION 'gpt2sql: % is %', which, CASE WHEN prompt IS NULL THEN 'NULL' ELSE 'empty' END
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         BEGIN
             PERFORM check_text(prompt);
         EXCEPTION WHEN OTHERS THEN
-            RAISE EXCEPTION 'gpt2sql: prompt %: %', b, regexp_replace(SQLERRM, '^gpt2sql: ', '')
+            RAISE EXCEPTION 'gpt2sql: %: %', which, regexp_replace(SQLERRM, '^gpt2sql: ', '')
                 USING ERRCODE = SQLSTATE;
         END;
         k := cardinality(tokens);
         tokens := tokens || tokenize(prompt);
-        lengths[b] := cardinality(tokens) - k;
-        IF lengths[b] > n_positions THEN
-            RAISE EXCEPTION 'gpt2sql: prompt % is % tokens; the model''s context is % positions', b, lengths[b], n_positions
+        lengths[seq] := cardinality(tokens) - k;
+        IF lengths[seq] > n_positions THEN
+            RAISE EXCEPTION 'gpt2sql: % is % tokens; the model''s context is % positions', which, lengths[seq], n_positions
                 USING ERRCODE = 'program_limit_exceeded';
         END IF;
-        n_ctx[b] := lengths[b];
-        pending[b] := ''::bytea;
-        text_out[b] := '';
+        n_ctx[seq] := lengths[seq];
+        pending[seq] := ''::bytea;
+        text_out[seq] := '';
     END LOOP;
     IF seed IS NOT NULL THEN
         PERFORM setseed(seed);
@@ -201,32 +151,33 @@ BEGIN
         step := i;
         k := 0;
         tokens := '{}';
-        FOR b IN 1 .. n LOOP
-            CONTINUE WHEN lengths[b] = 0;                             -- finished earlier
+        FOR seq IN 1 .. n LOOP
+            CONTINUE WHEN lengths[seq] = 0;                             -- finished earlier
             k := k + 1;
-            prompt_index := b;
+            prompt_index := seq;
             token := sample_token(CASE WHEN temperature > 0 THEN state.logits[k:k][:] END,  -- [1][V]: greedy
                                   temperature, top_k, top_p, state.best[k]);             -- takes best (a slice
                                                                                          -- copies all logits)
-            out := next_piece(token, pending[b], text_out[b], stop, i = max_new_tokens, n_ctx[b] >= n_positions);
+            out := next_piece(token, pending[seq], text_out[seq], stop, i = max_new_tokens, n_ctx[seq] >= n_positions);
             piece := out.piece;
             finish := out.finish;
+            which := CASE WHEN n = 1 THEN '' ELSE format(' of prompt %s', seq) END;
             IF finish = 'context_full' THEN
-                RAISE WARNING 'gpt2sql: prompt % stopped after % new tokens: the context of % positions is full',
-                    b, i, n_positions;
+                RAISE WARNING 'gpt2sql: stopped after % new tokens%: the context of % positions is full',
+                    i, which, n_positions;
             END IF;
-            pending[b] := out.pending;
-            text_out[b] := text_out[b] || piece;
-            RAISE NOTICE 'gpt2sql token %/% of prompt %: % %', i, max_new_tokens, b, token, quote_literal(piece)
-                USING DETAIL = json_build_object('prompt_index', b, 'step', i, 'token', token, 'piece', piece,
+            pending[seq] := out.pending;
+            text_out[seq] := text_out[seq] || piece;
+            RAISE NOTICE 'gpt2sql token %: % %', format('%s/%s%s', i, max_new_tokens, which), token, quote_literal(piece)
+                USING DETAIL = json_build_object('prompt_index', seq, 'step', i, 'token', token, 'piece', piece,
                                                  'finish', finish)::text;
             RETURN NEXT;
             IF finish IS NULL THEN
                 tokens := tokens || token;
-                lengths[b] := 1;
-                n_ctx[b] := n_ctx[b] + 1;
+                lengths[seq] := 1;
+                n_ctx[seq] := n_ctx[seq] + 1;
             ELSE
-                lengths[b] := 0;
+                lengths[seq] := 0;
             END IF;
         END LOOP;
         EXIT WHEN cardinality(tokens) = 0;                            -- every sequence has finished
@@ -234,6 +185,19 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- prompt -> (step) -> token, piece, finish: the continuation of one prompt (generate_batch's case of one)
+CREATE FUNCTION generate(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
+                         top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
+                         stop text DEFAULT NULL)
+RETURNS TABLE (step int, token int, piece text, finish text)
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+SET search_path FROM CURRENT
+BEGIN ATOMIC
+    SELECT g.step, g.token, g.piece, g.finish
+      FROM generate_batch(ARRAY[prompt], max_new_tokens, temperature, top_k, top_p, seed, stop) AS g
+     ORDER BY g.step;
+END;
 
 -- prompt + continuation as one text
 CREATE FUNCTION complete(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,

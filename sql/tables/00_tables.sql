@@ -1,4 +1,4 @@
--- 00_tables.sql: the tables one model's schema holds.
+-- tables/00_tables.sql: the tables one model's schema holds.
 -- Run by the loader with search_path set to the model's schema, inside the load's transaction.
 
 -- one row: the model's hyper-parameters, read from config.json
@@ -9,7 +9,7 @@ CREATE TABLE config (
     n_positions        int     NOT NULL,  -- context length
     vocab_size         int     NOT NULL,  -- 50257
     layer_norm_epsilon float8  NOT NULL,
-    kernel             text    NOT NULL CHECK (kernel IN ('sql', 'vector')),  -- how products are computed: 21_linear.sql
+    kernel             text    NOT NULL CHECK (kernel IN ('sql', 'vector')),  -- the kernel: kernels/contract.sql
     chunk              int     NOT NULL,  -- weights per row of the matrices table (divides n_embd)
     n_params           bigint  NOT NULL,
     source             text    NOT NULL,

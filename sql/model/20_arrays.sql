@@ -1,16 +1,10 @@
--- 20_arrays.sql: activations travel between stages as 2-D float8 arrays, x[t][i] = position t, unit i.
--- These helpers turn them into rows and back; every other stage is written with them.
-
--- terms(template, n, sep): the template written out for i = 0 .. n-1 and joined by sep, e.g.
---   terms('w%1$s * x%1$s', 3, ' + ') = 'w0 * x0 + w1 * x1 + w2 * x2'
--- Used once, at load time, to generate the wide-row expressions of the fast kernels.
-CREATE FUNCTION terms(template text, n int, sep text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN (SELECT string_agg(format(template, i), sep ORDER BY i) FROM generate_series(0, n - 1) AS i);
+-- model/20_arrays.sql: activations travel between stages as 2-D float8 arrays, x[t][i] = position t,
+-- unit i (PostgreSQL arrays count from 1). Two helpers the stages share: cutting rows into pieces,
+-- and adding two arrays (the residual connections).
 
 -- (t, c) -> v[width]: each row of x cut into pieces of `width` values (row t, piece c from 0).
--- A piece is the slice x[t:t][c*width+1 : c*width+width] unnested and aggregated back (1-D): 3-5x
--- faster than unnesting the whole array and grouping its elements into rows, and, written as a
+-- A piece is the slice x[t:t][c*width+1 : c*width+width] unnested and aggregated back (1-D), which
+-- is faster than unnesting the whole array and grouping its elements into rows; written as a
 -- LATERAL join rather than a scalar sub-query, it may run inside parallel workers.
 CREATE FUNCTION row_chunks(x float8[], width int)
 RETURNS TABLE (t int, c int, v float8[])
@@ -25,8 +19,7 @@ BEGIN ATOMIC
 END;
 
 -- a + b, element by element, for two arrays of the same shape: row by row, the two rows' values
--- read out side by side (unnest of two arrays zips them, in storage order) and added (8 rows of
--- 768: 4x faster than cutting both into row_chunks and joining them)
+-- read out side by side (unnest of two arrays zips them, in storage order) and added
 CREATE FUNCTION add(a float8[], b float8[]) RETURNS float8[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC

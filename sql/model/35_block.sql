@@ -1,18 +1,13 @@
--- 34_block.sql: one transformer block, and the KV caches it extends
+-- model/35_block.sql: one transformer block
 --
 --   x = x + mha(layer_norm_1(x))
 --   x = x + mlp(layer_norm_2(x))
 --
--- The rows of x are the new positions of one or more sequences: lengths[b] rows for sequence b,
+-- The rows of x are the new positions of one or more sequences: lengths[seq] rows for sequence seq,
 -- in order (0 rows for a sequence that does not advance). Every row goes through the same product
--- queries, so a batch reads the weights once; attention is the only stage that looks across
--- rows, and it runs per sequence, on that sequence's own cache past[b].
--- The two sublayers are the kernel's: mha (with the KV cache, type kv) in 32_attention_kernel_*.sql,
--- mlp in 33_mlp_kernel_*.sql; the vector kernel's pass pgvector vectors between their products.
-
--- x + mha(ln_1(x)), then y + mlp(ln_2(y)); present: the caches mha extended. Written in SQL: mha's
--- result is used as it is (its caches are not copied into variables; at context 1024 they are
--- 6.5 MB a layer and sequence).
+-- queries, so a batch reads the weights once; attention is the only stage that looks across rows,
+-- and it runs per sequence, on that sequence's own cache past[seq]. present: the caches mha extended.
+-- Written in SQL so that mha's result is used as it is (its caches are not copied into variables).
 CREATE FUNCTION block(layer int, x float8[], lengths int[], past kv[], OUT y float8[], OUT present kv[])
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT

@@ -1,0 +1,2 @@
+-- kernels/sql/45_fused.sql: the sql kernel replaces no shared function by a fused one: its mha
+-- and mlp are the model's own (model/33_attention.sql, model/34_mlp.sql), as trace() shows them.

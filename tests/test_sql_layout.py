@@ -1,0 +1,86 @@
+"""What sql/ promises a reader: every query written by a function (where a query's shape depends on
+the model or the call) is the example its header comment shows; both kernels have the same files;
+no comment carries a timing (measurements live in docs/performance.md)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+
+SQL = Path(__file__).resolve().parent.parent / "sql"
+
+
+def header_example(path: Path, function: str) -> str:
+    """The first run of '--   ' lines in the comment block right above CREATE FUNCTION <function>,
+    as one line with its white space folded."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"CREATE FUNCTION {function}("))
+    start = at
+    while start > 0 and lines[start - 1].startswith("--"):
+        start -= 1
+    block = lines[start:at]
+    first = next(i for i, line in enumerate(block) if line.startswith("--   "))
+    run = []
+    for line in block[first:]:
+        if not line.startswith("--   "):
+            break
+        run.append(line[5:])
+    return " ".join(" ".join(run).split())
+
+
+def folded(text: str) -> str:
+    return " ".join(text.split())
+
+
+WRITERS = [  # (kernel, file, function, call)
+    ("sql", "kernels/sql/21_linear.sql", "input_chunks_query", "input_chunks_query(chunk => 2)"),
+    ("sql", "kernels/sql/21_linear.sql", "linear_rows_query", "linear_rows_query(chunk => 2)"),
+    ("sql", "kernels/sql/21_linear.sql", "embedding_rows_query", "embedding_rows_query(chunk => 2)"),
+    ("vector", "kernels/vector/21_linear.sql", "product_query",
+     "product_query(n => 2, n_chunks => 1, has_bias => true, has_residual => false, gelu => false, result => 'floats')"),
+]
+
+
+@pytest.mark.parametrize("kernel, file, function, call", WRITERS, ids=[w[2] for w in WRITERS])
+def test_a_written_query_is_the_example_in_its_header(tiny, kernel, file, function, call):
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.execute(f"SELECT kernel FROM {model}.config").fetchone()[0] != kernel:
+            pytest.skip(f"{function} belongs to the {kernel} kernel; this model has the other one")
+        got = conn.execute(f"SELECT {model}.{call}").fetchone()[0]
+    assert folded(got) == header_example(SQL / file, function)
+
+
+def test_attention_query_holds_the_fragments_its_header_shows(tiny):
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.execute(f"SELECT kernel FROM {model}.config").fetchone()[0] != "sql":
+            pytest.skip("attention_query belongs to the sql kernel; this model has the other one")
+        got = folded(conn.execute(f"SELECT {model}.attention_query(d => 2, n_head => 4)").fetchone()[0])
+    fragments = re.findall(r"^--   \w+: +(.*)$", (SQL / "kernels/sql/22_attention.sql").read_text(), re.M)
+    fragments[0] += " " + re.search(r"^--             (FROM generate_series.*)$",
+                                    (SQL / "kernels/sql/22_attention.sql").read_text(), re.M).group(1)
+    assert len(fragments) == 3
+    for fragment in fragments:
+        assert folded(fragment) in got
+
+
+def test_both_kernels_have_the_same_files():
+    names = {k: sorted(p.name for p in (SQL / "kernels" / k).glob("*.sql")) for k in ("sql", "vector")}
+    assert names["sql"] == names["vector"]
+
+
+TIMING = re.compile(r"\d(\.\d+)? ?(ms|s|µs|ns)\b|\d+(\.\d+)?x (faster|slower)|\d+(\.\d+)? -> \d")
+
+
+def test_no_comment_in_sql_carries_a_timing():
+    found = []
+    for path in sorted(SQL.rglob("*.sql")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            comment = line.split("--", 1)[1] if "--" in line else ""
+            if TIMING.search(comment):
+                found.append(f"{path.relative_to(SQL)}:{n}: {line.strip()}")
+    assert found == []
