@@ -199,9 +199,11 @@ class LoadResult:
 
 
 def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = None, *,
-                    replace: bool = False, progress: bool = True, kernel: str = "auto") -> LoadResult:
+                    replace: bool = False, progress: bool = True, kernel: str = "auto",
+                    on_committed: Callable[[LoadResult], None] | None = None) -> LoadResult:
     """Load SOURCE (folder or hub id) as model NAME with KERNEL (auto, vector or sql).
-    Atomic; raises CheckpointError/LoadError."""
+    Atomic; raises CheckpointError/LoadError. on_committed(result) is called as soon as the model is
+    committed, before its tables are vacuumed (an interrupted vacuum leaves a working model)."""
     if kernel not in KERNELS:
         raise LoadError(f"unknown kernel {kernel!r}: use one of {', '.join(KERNELS)}")
     t0 = time.perf_counter()
@@ -259,6 +261,8 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
         raise LoadError(f"loading {name!r} failed, nothing was changed: {exc}") from exc
     finally:
         bar.close()
+    if on_committed is not None:
+        on_committed(LoadResult(name, total, time.perf_counter() - t0, exists, kernel, note))
     _vacuum(conn, name)
     return LoadResult(name, total, time.perf_counter() - t0, exists, kernel, note)
 
@@ -275,7 +279,9 @@ def _set_search_path(cur: psycopg.Cursor, schema: str, ext_schema: str | None) -
 
 
 def _vacuum(conn: psycopg.Connection, name: str) -> None:
-    """Set hint bits and the visibility map once, so readers (and replicas) never write."""
+    """Set hint bits and the visibility map once, so readers (and replicas) never write. The model is
+    committed already: if this is interrupted, the model works, and its first readers set the hint
+    bits of the tables not reached (or VACUUM them, or autovacuum does)."""
     prev = conn.autocommit
     conn.autocommit = True
     try:
@@ -400,4 +406,30 @@ def grant_reader(conn: psycopg.Connection, role: str, models: list[str] | None =
         if ext_schema:  # pgvector's type and operators (its functions are executable by PUBLIC)
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {s} TO {r}").format(
                 s=sql.Identifier(ext_schema), r=sql.Identifier(role)))
+        for name in names:  # PostgreSQL only warns when a GRANT grants nothing: check what it did
+            missing = _missing_reader_privileges(conn, role, name)
+            if missing:
+                owner = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
+                                     (name,)).fetchone()[0]
+                raise LoadError(f"could not grant {role!r} read access to model {name!r}: {missing} "
+                                f"(role {conn.info.user!r} does not own the model; its owner is {owner}): run "
+                                "grant-reader as the model's owner or a superuser; nothing was granted")
     return names
+
+
+def _missing_reader_privileges(conn: psycopg.Connection, role: str, name: str) -> str | None:
+    """What ``role`` still lacks of a reader's privileges on model ``name``, in words, or None."""
+    usage, tables, functions = conn.execute(
+        "SELECT has_schema_privilege(%(r)s, n.oid, 'USAGE'),"
+        "       (SELECT count(*) FROM pg_class AS c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v')"
+        "           AND NOT has_table_privilege(%(r)s, c.oid, 'SELECT')),"
+        "       (SELECT count(*) FROM pg_proc AS p WHERE p.pronamespace = n.oid"
+        "           AND NOT has_function_privilege(%(r)s, p.oid, 'EXECUTE'))"
+        "  FROM pg_namespace AS n WHERE n.nspname = %(s)s", {"r": role, "s": name}).fetchone()
+    if not usage:
+        return "USAGE on the schema was not granted"
+    if tables:
+        return f"SELECT on {tables} table(s) was not granted"
+    if functions:
+        return f"EXECUTE on {functions} function(s) was not granted"
+    return None

@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from . import __version__
 from .db import DatabaseError, connect, psql_executable, resolve_dsn, stop_embedded
@@ -40,13 +41,18 @@ def cmd_random_checkpoint(args) -> int:
 def cmd_load(args) -> int:
     from .loader.load import load_checkpoint
 
+    def committed(res) -> None:
+        if res.note:
+            print(f"gpt2sql: {res.note}", file=sys.stderr)
+        verb = "replaced" if res.replaced else "loaded"
+        print(f"{verb} model {res.name}: {res.n_params:,} parameters in {res.seconds:.1f} s, {res.kernel} kernel",
+              flush=True)
+        print("gpt2sql: vacuuming its tables (interrupting this is harmless: the model is committed)",
+              file=sys.stderr, flush=True)
+
     with connect(args.dsn) as conn:
-        res = load_checkpoint(conn, args.source, args.model, replace=args.replace,
-                              progress=not args.quiet and sys.stderr.isatty(), kernel=args.kernel)
-    if res.note:
-        print(f"gpt2sql: {res.note}", file=sys.stderr)
-    verb = "replaced" if res.replaced else "loaded"
-    print(f"{verb} model {res.name}: {res.n_params:,} parameters in {res.seconds:.1f} s, {res.kernel} kernel")
+        load_checkpoint(conn, args.source, args.model, replace=args.replace,
+                        progress=not args.quiet and sys.stderr.isatty(), kernel=args.kernel, on_committed=committed)
     return 0
 
 
@@ -108,12 +114,16 @@ def cmd_generate(args) -> int:
 
 
 def _read_prompts(path: str) -> list[str]:
-    """One prompt per line of the file ('-' = standard input); blank lines are skipped."""
+    """One prompt per line of the file ("-" = standard input), lines ending in LF or CR LF (any
+    other control character stays in its prompt); a leading byte-order mark is dropped and blank
+    lines are skipped."""
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        text = data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SystemExit(f"gpt2sql generate: cannot read prompts from {path}: {exc}")
-    prompts = [line for line in text.splitlines() if line.strip()]
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    prompts = [line for line in lines if line.strip()]
     if not prompts:
         raise SystemExit(f"gpt2sql generate: {path} holds no prompts (one per line)")
     return prompts

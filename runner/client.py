@@ -13,6 +13,7 @@ All arithmetic happens in PostgreSQL; prompts and options are always bound param
 from __future__ import annotations
 
 import json
+import numbers
 import queue
 import threading
 from dataclasses import dataclass
@@ -124,6 +125,9 @@ class ResidualChange:
     norm_a: float        # ||x_a||
 
 
+INT_MIN, INT_MAX = -2**31, 2**31 - 1   # PostgreSQL's int
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     max_new_tokens: int = 20
@@ -132,6 +136,17 @@ class SamplingOptions:
     top_p: float | None = None
     seed: float | None = None
     stop: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "top_k"):      # PostgreSQL int arguments: say which one is off
+            value = getattr(self, name)
+            if value is None and name == "top_k":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if not INT_MIN <= value <= INT_MAX:
+                raise ValueError(f"{name} = {value} is outside PostgreSQL's int range "
+                                 f"({INT_MIN} .. {INT_MAX})")
 
     def params(self) -> tuple:
         return (self.max_new_tokens, self.temperature, self.top_k, self.top_p, self.seed, self.stop)

@@ -56,10 +56,14 @@ def _embedded_server():
 #   shared_buffers: GPT-2 124M is ~0.5 GB of weights; keep them in PostgreSQL's own cache
 #   max_locks_per_transaction: a load (or replace) creates and drops hundreds of objects in one transaction
 #   max_parallel_workers_per_gather: the matrix products use both cores of a 2-core machine
+#   client_connection_check_interval: a query whose client has gone (killed, network lost) stops
+#     within seconds instead of running to its end (CLIENT_CHECK below; README, "Limits and safety")
+CLIENT_CHECK = "2s"
 EMBEDDED_SETTINGS = {
     "shared_buffers": "1GB",
     "max_locks_per_transaction": "512",
     "max_parallel_workers_per_gather": "2",
+    "client_connection_check_interval": CLIENT_CHECK,
 }
 
 
@@ -150,6 +154,11 @@ def connect(dsn: str | None = None, **kwargs) -> psycopg.Connection:
     if version < 150000:
         conn.close()
         raise DatabaseError(f"PostgreSQL {version // 10000} is too old; gpt2sql needs 15 or newer")
+    try:  # this session's queries stop within seconds if this client goes away (on any server)
+        conn.execute(f"SET client_connection_check_interval = '{CLIENT_CHECK}'")
+    except psycopg.Error:  # a server whose platform cannot check (it says so); queries run to their end
+        if not conn.autocommit:
+            conn.rollback()
     return conn
 
 

@@ -82,6 +82,22 @@ def test_cli_greedy(main_dsn, tiny_ckpt, reference_greedy):
     assert "tokens/s" in res.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["-n", "99999999999"], "max_new_tokens = 99999999999 is outside PostgreSQL's int range"),
+    (["--top-k", "-99999999999", "--temperature", "1"], "top_k = -99999999999 is outside PostgreSQL's int range"),
+])
+def test_cli_names_an_integer_out_of_range(main_dsn, tiny_ckpt, args, message):
+    from conftest import ensure_model
+
+    ensure_model(main_dsn, tiny_ckpt, "tiny")
+    res = subprocess.run([sys.executable, "-m", "gpt2sql.cli", "generate", PROMPT, "--model", "tiny", *args,
+                          "--dsn", main_dsn], capture_output=True, text=True)
+    assert res.returncode == 1 and message in res.stderr and "Traceback" not in res.stderr
+    with gpt2sql.Client(main_dsn) as client:
+        with pytest.raises(ValueError, match="max_new_tokens = 2147483648 is outside"):
+            client.model("tiny").generate(PROMPT, max_new_tokens=2**31)
+
+
 def test_seeded_sampling_repeats(tiny):
     dsn, model = tiny
     q = f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 10, %s, %s, %s, %s)"
@@ -102,7 +118,9 @@ def test_sampling_distribution_matches_numpy(tiny, tiny_ckpt):
     dsn, model = tiny
     cfg, params = ref.load(tiny_ckpt)
     logits = ref.forward(encode(PROMPT), cfg, params)[-1]
-    for temperature, top_k, top_p in [(1.0, None, None), (0.5, 40, None), (1.3, None, 0.5), (0.8, 100, 0.3)]:
+    for temperature, top_k, top_p in [(1.0, None, None), (0.5, 40, None), (1.3, None, 0.5), (0.8, 100, 0.3),
+                                      (1e-6, None, None), (0.01, None, None), (0.02, None, None), (100, None, None),
+                                      (1e-300, 50, None), (1e300, 50, None)]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             rows = conn.execute(f"SELECT token, probability FROM {model}.sampling_distribution(%s, %s, %s, %s) ORDER BY rank",
                                 (logits.tolist(), temperature, top_k, top_p)).fetchall()
@@ -116,6 +134,23 @@ def test_sampling_distribution_matches_numpy(tiny, tiny_ckpt):
             order, p = [o for o, k in zip(order, keep) if k], p[keep] / p[keep].sum()
         assert [r[0] for r in rows] == order
         assert np.allclose([r[1] for r in rows], p, rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("temperature", [1e-6, 0.001, 0.02])
+def test_small_temperatures_sample(tiny, temperature):
+    """exp() of (logit - max) / temperature underflowed past ~745 and raised an error; now such tokens
+    get probability 0, and as the temperature goes to 0 sampling becomes greedy."""
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        greedy = conn.execute(f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 5)", (PROMPT,)).fetchone()[0]
+        for query, args in ((f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 5, %s, seed => 0.1)",
+                             (PROMPT, temperature)),
+                            (f"SELECT array_agg(token ORDER BY prompt_index, step) FROM {model}.generate_batch(%s, 5, %s, seed => 0.1)",
+                             ([PROMPT], temperature))):
+            tokens = conn.execute(query, args).fetchone()[0]
+            assert len(tokens) == 5
+            if temperature == 1e-6:
+                assert tokens == greedy
 
 
 def test_sample_token_greedy_with_and_without_best(tiny, tiny_ckpt):

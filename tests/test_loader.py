@@ -60,6 +60,27 @@ def test_every_tensor_matches_the_file(main_dsn, tiny_ckpt):
         assert conn.execute("SELECT count(*) FROM tiny.merges").fetchone()[0] == 50000
 
 
+def test_a_load_interrupted_after_its_commit_leaves_a_working_model(main_dsn, tiny_ckpt):
+    """The vacuum after the commit is interrupted (here as soon as the load says it committed): the
+    model is listed and generates, and the caller was told it was loaded before the vacuum began."""
+    from gpt2sql.loader.load import list_models, load_checkpoint
+
+    told = []
+
+    def committed(result):
+        told.append(result.name)
+        raise KeyboardInterrupt
+
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        with pytest.raises(KeyboardInterrupt):
+            load_checkpoint(conn, str(tiny_ckpt), "vacuum_cut", replace=True, progress=False, kernel="sql",
+                            on_committed=committed)
+        assert told == ["vacuum_cut"]
+        assert "vacuum_cut" in [m["name"] for m in list_models(conn)]
+        assert len(conn.execute("SELECT * FROM vacuum_cut.generate('Hello', 2)").fetchall()) == 2
+        conn.execute("DROP SCHEMA vacuum_cut CASCADE")
+
+
 def test_cli_random_checkpoint_load_models_drop(main_dsn, tmp_path):
     exe = [sys.executable, "-m", "gpt2sql.cli"]
     out = tmp_path / "ckpt"
@@ -68,6 +89,7 @@ def test_cli_random_checkpoint_load_models_drop(main_dsn, tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "loaded model cli_tiny: 3,324,736 parameters" in res.stdout
+    assert "interrupting this is harmless: the model is committed" in res.stderr
     again = subprocess.run(exe + ["load", str(out), "--model", "cli_tiny", "--dsn", main_dsn],
                            capture_output=True, text=True)
     assert again.returncode == 1 and "--replace" in again.stderr

@@ -49,6 +49,29 @@ def test_reader_role_generates_but_cannot_write(main_dsn, tiny_ckpt):
     assert bad.returncode == 1 and "no role named 'no_such_role'" in bad.stderr
 
 
+def test_grant_reader_by_a_role_that_does_not_own_the_model_fails_and_says_so(main_dsn, tiny_ckpt):
+    """PostgreSQL only warns when a GRANT grants nothing; grant-reader checks what it granted."""
+    from psycopg.conninfo import make_conninfo
+
+    ensure_model(main_dsn, tiny_ckpt, "tiny")
+    with psycopg.connect(main_dsn, autocommit=True) as admin:
+        for role in ("gpt2_not_owner", "gpt2_second_reader"):
+            if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                admin.execute(f"DROP OWNED BY {role}")         # its grants, from an earlier run
+                admin.execute(f"DROP ROLE {role}")
+            admin.execute(f"CREATE ROLE {role} LOGIN")
+    assert subprocess.run(CLI + ["grant-reader", "gpt2_not_owner", "--model", "tiny", "--dsn", main_dsn],
+                          capture_output=True, text=True).returncode == 0
+    res = subprocess.run(CLI + ["grant-reader", "gpt2_second_reader", "--model", "tiny",
+                                "--dsn", make_conninfo(main_dsn, user="gpt2_not_owner")],
+                         capture_output=True, text=True)
+    assert res.returncode == 1, res.stdout
+    assert "could not grant 'gpt2_second_reader' read access to model 'tiny'" in res.stderr
+    assert "does not own the model" in res.stderr and "may now read" not in res.stdout
+    with psycopg.connect(main_dsn, autocommit=True) as admin:
+        assert not admin.execute("SELECT has_schema_privilege('gpt2_second_reader', 'tiny', 'USAGE')").fetchone()[0]
+
+
 def test_functions_pin_their_search_path(main_dsn, tiny_ckpt):
     """A caller's search_path (e.g. a schema with a look-alike 'vocab' table first) changes nothing."""
     ensure_model(main_dsn, tiny_ckpt, "tiny")
@@ -173,6 +196,33 @@ def test_killed_client_leaves_nothing(main_dsn, tiny_ckpt):
         # the server notices the dead client when it next sends it a NOTICE (one per token)
         _wait_for_backends_gone(conn, "gpt2sql_killed_client")
         assert relations(conn) == before
+
+
+def test_a_query_that_sends_nothing_stops_soon_after_its_client_is_killed(main_dsn, tiny_ckpt):
+    """tokenize and score send nothing while they work; gpt2sql's connections check every 2 s
+    (client_connection_check_interval) that their client is still there."""
+    ensure_model(main_dsn, tiny_ckpt, "tiny")
+    code = ("import sys, gpt2sql.db; c = gpt2sql.db.connect(sys.argv[1]); "
+            "c.execute(\"SELECT count(tiny.tokenize(md5(i::text) || repeat(' word', 2000))) "
+            "FROM generate_series(1, 100000) AS i\")")
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        env = dict(os.environ, PGAPPNAME="gpt2sql_silent_client")
+        proc = subprocess.Popen([sys.executable, "-c", code, main_dsn], env=env)
+        deadline = time.time() + 20
+        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
+                               ("gpt2sql_silent_client",)).fetchone()[0]:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        time.sleep(1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed = time.time()
+        try:
+            _wait_for_backends_gone(conn, "gpt2sql_silent_client", timeout=15)
+        finally:  # a backend still working would slow every test after this one
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                         ("gpt2sql_silent_client",))
+        assert time.time() - killed < 10
 
 
 def test_ctrl_c_in_the_cli_stops_cleanly(main_dsn, tiny_ckpt):

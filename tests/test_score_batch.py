@@ -211,3 +211,22 @@ def test_python_client_and_cli(main_dsn, tiny_ckpt, reference, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert f"perplexity {ppl:.2f}" in out.stdout and len(out.stdout.splitlines()) == len(scores) + 2
+
+
+def test_prompt_files_split_on_line_ends_only(main_dsn, tiny_ckpt, tmp_path):
+    """A vertical tab or file separator stays inside its prompt, CR LF ends a line like LF, and a
+    leading byte-order mark is not part of the first prompt."""
+    import json
+
+    from conftest import ensure_model
+
+    model_name = ensure_model(main_dsn, tiny_ckpt, "tiny")
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_bytes("\ufeffone\x0btwo\r\nthree\x1cfour\n\r\n".encode("utf-8"))
+    env = {**os.environ, "DATABASE_URL": main_dsn}
+    out = subprocess.run([sys.executable, "-m", "gpt2sql.cli", "generate", "--file", str(prompts_file), "--model",
+                          model_name, "-n", "1", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == 2 and "2 prompts" in out.stderr
+    assert lines[0].startswith("one\x0btwo") and lines[1].startswith("three\x1cfour")

@@ -1,7 +1,8 @@
 -- generate/50_sampling.sql: from logits to the next token
 --
 --   greedy (temperature 0): argmax
---   otherwise: p = softmax(logits / temperature), keep the top_k most likely, then the smallest
+--   otherwise: p = softmax(logits / temperature), computed as exp((logit - max) / temperature) so
+--   that every temperature > 0 works, keep the top_k most likely, then the smallest
 --   set whose probability reaches top_p (nucleus), renormalise and draw with random().
 --   Ties are broken by token id, so the order (and a seeded draw) is reproducible.
 
@@ -25,24 +26,38 @@ BEGIN
 END
 $$;
 
--- (rank) -> token, probability: the distribution sampling draws from, most likely first
+-- exp((logit - top) / temperature) for a logit at most the highest, top: a softmax numerator at any
+-- temperature > 0. Where the quotient would overflow or underflow (PostgreSQL raises an error, not
+-- infinity or 0) its size is compared in logs: beyond 700 the numerator is 0 (below 1e-304), below
+-- 1e-304 it is 1.
+CREATE FUNCTION scaled_exp(logit float8, top float8, temperature float8)
+RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN logit = top THEN 1
+            WHEN ln(top - logit) - ln(temperature) > ln(700) THEN 0
+            WHEN ln(top - logit) - ln(temperature) < -700 THEN 1
+            ELSE exp((logit - top) / temperature) END;
+
+-- (rank) -> token, probability: the distribution sampling draws from, most likely first. As the
+-- temperature goes to 0 it becomes greedy: all the probability on the highest logit (shared
+-- equally where several tie for it)
 CREATE FUNCTION sampling_distribution(logits float8[], temperature float8, top_k int, top_p float8)
 RETURNS TABLE (rank int, token int, probability float8)
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
-    WITH ranked AS (            -- (rank) -> token, scaled logit: best first, top_k kept
+    WITH ranked AS (            -- (rank) -> token, logit: best first, top_k kept
         SELECT (row_number() OVER (ORDER BY u.logit DESC, u.k))::int AS rank,
                (u.k - 1)::int AS token,
-               u.logit / temperature AS z
+               u.logit
           FROM unnest(logits) WITH ORDINALITY AS u(logit, k)
          ORDER BY u.logit DESC, u.k
          LIMIT top_k
     ),
-    exps AS (                   -- (rank) -> exp(z - max z): softmax numerators (z of rank 1 is the max)
-        SELECT r.rank, r.token, exp(r.z - first_value(r.z) OVER (ORDER BY r.rank)) AS e
+    exps AS (                   -- (rank) -> exp((logit - top logit) / temperature): softmax numerators
+        SELECT r.rank, r.token, scaled_exp(r.logit, first_value(r.logit) OVER (ORDER BY r.rank), temperature) AS e
           FROM ranked AS r
     ),
-    probs AS (                  -- (rank) -> softmax(z)
+    probs AS (                  -- (rank) -> softmax(logits / temperature)
         SELECT e.rank, e.token, e.e / sum(e.e) OVER () AS p
           FROM exps AS e
     ),

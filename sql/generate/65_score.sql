@@ -38,7 +38,7 @@ BEGIN
      CROSS JOIN LATERAL (        -- the row's largest logit
            SELECT max(u.l) AS m FROM unnest(logits[tg.i:tg.i][:]) AS u(l)) AS st
      CROSS JOIN LATERAL (        -- softmax denominator (shifted by the max), and how many beat the target
-           SELECT sum(exp(u.l - st.m)) AS s, count(*) FILTER (WHERE u.l > tg.logit) AS above
+           SELECT sum(softmax_exp(u.l - st.m)) AS s, count(*) FILTER (WHERE u.l > tg.logit) AS above
              FROM unnest(logits[tg.i:tg.i][:]) AS u(l)) AS sm
      ORDER BY tg.i;
 END
@@ -85,11 +85,13 @@ BEGIN
 END
 $$;
 
--- exp(-mean logprob) over the text's tokens
+-- exp(-mean logprob) over the text's tokens (Infinity past float8's range, where exp() would raise
+-- an overflow error)
 CREATE FUNCTION perplexity(txt text)
 RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 BEGIN ATOMIC
-    SELECT exp(-avg(s.logprob)) FROM score(txt) AS s;
+    SELECT CASE WHEN m.mean < -709 THEN 'Infinity'::float8 ELSE exp(-m.mean) END
+      FROM (SELECT avg(s.logprob) AS mean FROM score(txt) AS s) AS m;
 END;

@@ -148,7 +148,7 @@ SELECT r.trace_id, r.layer, s.sublayer, r.position, (u.i - 1)::int AS dimension,
 CREATE FUNCTION logsumexp(logits float8[]) RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT m.m + ln(sum(exp(u.e - m.m)))
+    SELECT m.m + ln(sum(softmax_exp(u.e - m.m)))
       FROM (SELECT max(e) AS m FROM unnest(logits) AS e) AS m
      CROSS JOIN unnest(logits) AS u(e)
      GROUP BY m.m;
@@ -157,7 +157,7 @@ END;
 -- (trace_id, position, token) -> logit, probability: the model's prediction for the position after
 -- each position (probability = softmax of the logits over the vocabulary)
 CREATE VIEW trace_logits AS
-SELECT s.trace_id, s.position, (u.i - 1)::int AS token, u.logit, exp(u.logit - z.lse) AS probability
+SELECT s.trace_id, s.position, (u.i - 1)::int AS token, u.logit, softmax_exp(u.logit - z.lse) AS probability
   FROM trace_vectors AS s
  CROSS JOIN LATERAL (SELECT logsumexp(s.value) AS lse OFFSET 0) AS z   -- OFFSET 0: once per position, not per row
  CROSS JOIN LATERAL unnest(s.value) WITH ORDINALITY AS u(logit, i)
@@ -199,7 +199,7 @@ BEGIN ATOMIC
          GROUP BY q.head, q.position, k.position
     ),
     exps AS (                   -- (head, position, key_position) -> exp(score - max score of the row)
-        SELECT sc.*, exp(sc.score - max(sc.score) OVER (PARTITION BY sc.head, sc.position)) AS e
+        SELECT sc.*, softmax_exp(sc.score - max(sc.score) OVER (PARTITION BY sc.head, sc.position)) AS e
           FROM scores AS sc
     )
     SELECT id, layer_, ex.head, ex.position, ex.key_position, ex.score,
@@ -253,10 +253,11 @@ BEGIN
     IF ablate IS NULL OR cardinality(ablate) = 0 THEN
         RETURN '{}';
     END IF;
-    IF array_ndims(ablate) = 1 AND cardinality(ablate) = 2 THEN
-        pairs := ARRAY[ablate];                                                 -- one pair
-    ELSIF array_ndims(ablate) = 2 AND array_length(ablate, 2) = 2 THEN
-        pairs := ablate;
+    IF array_ndims(ablate) = 1 AND cardinality(ablate) = 2 THEN                   -- one pair
+        pairs := ARRAY[ARRAY(SELECT unnest(ablate))];                           -- (counted from 1
+    ELSIF array_ndims(ablate) = 2 AND array_length(ablate, 2) = 2 THEN          -- whatever its bounds)
+        pairs := (SELECT array_agg(ARRAY[ablate[i][array_lower(ablate, 2)], ablate[i][array_upper(ablate, 2)]] ORDER BY i)
+                    FROM generate_subscripts(ablate, 1) AS i);
     ELSE
         RAISE EXCEPTION 'gpt2sql: ablate must be (layer, head) pairs, e.g. ARRAY[[0, 1], [1, 3]], got %', ablate
             USING ERRCODE = 'invalid_parameter_value';

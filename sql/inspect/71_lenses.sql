@@ -40,11 +40,22 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION check_k(k int) RETURNS void
+-- the most predictions per position the lenses over every layer (logit_lens) or over two traces
+-- (compare_traces) give: each costs a sort of the vocabulary and k rows per layer or trace and position
+CREATE FUNCTION max_lens_k() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 100;
+
+-- k >= 1, and at most limit where given
+CREATE FUNCTION check_k(k int, limit_k int DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    IF limit_k IS NOT NULL AND (k IS NULL OR NOT k BETWEEN 1 AND limit_k) THEN
+        RAISE EXCEPTION 'gpt2sql: k must be between 1 and %, got %', limit_k, coalesce(k::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF k IS NULL OR k < 1 THEN
         RAISE EXCEPTION 'gpt2sql: k must be >= 1, got %', coalesce(k::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -57,7 +68,7 @@ CREATE FUNCTION top_tokens(logits float8[], k int)
 RETURNS TABLE (rank int, token int, logit float8, probability float8)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT (row_number() OVER (ORDER BY b.logit DESC, b.i))::int, (b.i - 1)::int, b.logit, exp(b.logit - z.lse)
+    SELECT (row_number() OVER (ORDER BY b.logit DESC, b.i))::int, (b.i - 1)::int, b.logit, softmax_exp(b.logit - z.lse)
       FROM (SELECT logsumexp(logits) AS lse) AS z                                  -- softmax's denominator, as a log
      CROSS JOIN LATERAL (SELECT u.logit, u.i                                        -- (i) -> logit, the k best
                            FROM unnest(logits) WITH ORDINALITY AS u(logit, i)
@@ -118,7 +129,7 @@ BEGIN
     PERFORM check_token_ids(ARRAY[token]);
     RETURN QUERY
     SELECT s.position, p.piece, (SELECT (decode_utf8(v.bytes, true)).txt FROM vocab AS v WHERE v.token = token_probability.token),
-           exp(z.logit - z.lse),
+           softmax_exp(z.logit - z.lse),
            1 + (SELECT count(*) FROM unnest(s.value) AS e WHERE e > z.logit)::int   -- tokens more likely than it
       FROM trace_vectors AS s
      CROSS JOIN LATERAL (SELECT s.value[token_probability.token + 1] AS logit,       -- once per position
@@ -162,7 +173,7 @@ DECLARE
     logits float8[];            -- [R][V]
 BEGIN
     PERFORM check_trace(trace_id, pos => pos);
-    PERFORM check_k(k);
+    PERFORM check_k(k, limit_k => max_lens_k());
     SELECT array_agg(r.value ORDER BY r.after, r.position), array_agg(ARRAY[r.after, r.position] ORDER BY r.after, r.position)
       INTO x, labels
       FROM (SELECT 0 AS after, s.position, s.value            -- the embeddings: after 0 blocks
@@ -210,37 +221,35 @@ RETURNS TABLE ("position" int, rank int, token_a int, piece_a text, probability_
 LANGUAGE plpgsql STABLE
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    pos   record;               -- (position, la, lb, distance): one position of both traces
+    la    float8[];             -- [V] a's logits there
+    lb    float8[];             -- [V] b's logits there
+    lse_b float8;               -- log-sum-exp of lb: b's probability of token i is exp(lb[i] - lse_b)
 BEGIN
     PERFORM check_comparable(a, b);
-    PERFORM check_k(k);
-    RETURN QUERY
-    WITH logits AS MATERIALIZED (  -- (position) -> logits of a, logits of b and b's log-sum-exp
-        SELECT la.position, la.value AS la, lb.value AS lb, logsumexp(lb.value) AS lse_b
-          FROM trace_vectors AS la
-          JOIN trace_vectors AS lb ON lb.trace_id = b AND lb.stage = 'logits' AND lb.position = la.position
-         WHERE la.trace_id = a AND la.stage = 'logits'
-    ),
-    streams AS (                -- (position) -> ||x_b - x_a|| after the last block
-        SELECT r.position, r.distance
-          FROM compare_residuals(a, b) AS r
-         WHERE r.layer = (SELECT n_layer - 1 FROM config) AND r.sublayer = 'mlp'
-    ),
-    top_a AS MATERIALIZED (     -- (position, rank) -> a's k best
-        SELECT l.position, d.* FROM logits AS l CROSS JOIN LATERAL top_tokens(l.la, k) AS d
-    ),
-    top_b AS MATERIALIZED (     -- (position, rank) -> b's k best
-        SELECT l.position, d.* FROM logits AS l CROSS JOIN LATERAL top_tokens(l.lb, k) AS d
-    )
-    SELECT ta.position, ta.rank, ta.token, (decode_utf8(va.bytes, true)).txt, ta.probability,
-           tb.token, (decode_utf8(vb.bytes, true)).txt, tb.probability,
-           exp(l.lb[ta.token + 1] - l.lse_b), st.distance
-      FROM top_a AS ta
-      JOIN top_b AS tb ON tb.position = ta.position AND tb.rank = ta.rank
-      JOIN logits AS l ON l.position = ta.position
-      JOIN streams AS st ON st.position = ta.position
-      JOIN vocab AS va ON va.token = ta.token
-      JOIN vocab AS vb ON vb.token = tb.token
-     ORDER BY ta.position, ta.rank;
+    PERFORM check_k(k, limit_k => max_lens_k());
+    FOR pos IN
+        SELECT sa.position, sa.value AS la, sb.value AS lb, st.distance
+          FROM trace_vectors AS sa
+          JOIN trace_vectors AS sb ON sb.trace_id = b AND sb.stage = 'logits' AND sb.position = sa.position
+          JOIN compare_residuals(a, b) AS st                  -- ||x_b - x_a|| after the last block
+            ON st.position = sa.position AND st.sublayer = 'mlp' AND st.layer = (SELECT n_layer - 1 FROM config)
+         WHERE sa.trace_id = a AND sa.stage = 'logits'
+         ORDER BY sa.position
+    LOOP
+        la := pos.la;           -- read out once here: a query would read (and decompress) them per row
+        lb := pos.lb;
+        lse_b := logsumexp(lb);
+        RETURN QUERY
+        SELECT pos.position, ta.rank, ta.token, (decode_utf8(va.bytes, true)).txt, ta.probability,
+               tb.token, (decode_utf8(vb.bytes, true)).txt, tb.probability, softmax_exp(lb[ta.token + 1] - lse_b), pos.distance
+          FROM top_tokens(la, k) AS ta                                        -- (rank) -> a's k best
+          JOIN top_tokens(lb, k) AS tb ON tb.rank = ta.rank                   -- (rank) -> b's k best
+          JOIN vocab AS va ON va.token = ta.token
+          JOIN vocab AS vb ON vb.token = tb.token
+         ORDER BY ta.rank;
+    END LOOP;
 END
 $$;
 

@@ -1,6 +1,6 @@
 -- model/20_arrays.sql: activations travel between stages as 2-D float8 arrays, x[t][i] = position t,
--- unit i (PostgreSQL arrays count from 1). Two helpers the stages share: cutting rows into pieces,
--- and adding two arrays (the residual connections).
+-- unit i (PostgreSQL arrays count from 1). The helpers the stages share: cutting rows into pieces,
+-- adding two arrays (the residual connections), and the exponential of a softmax.
 
 -- (t, c) -> v[width]: each row of x cut into pieces of `width` values (row t, piece c from 0).
 -- A piece is the slice x[t:t][c*width+1 : c*width+width] unnested and aggregated back (1-D), which
@@ -26,3 +26,9 @@ BEGIN ATOMIC
     SELECT array_agg(ARRAY(SELECT u.x + u.y FROM unnest(a[r.t:r.t][:], b[r.t:r.t][:]) AS u(x, y)) ORDER BY r.t)
       FROM generate_series(1, array_length(a, 1)) AS r(t);                -- (t) -> a[t] + b[t]
 END;
+
+-- exp(x) for x <= 0, a softmax numerator exp(score - max score): below -700, where PostgreSQL's
+-- exp() raises an underflow error instead of returning 0, exp(-700) ~ 1e-304 stands for it
+CREATE FUNCTION softmax_exp(x float8) RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN exp(greatest(x, -700));

@@ -97,15 +97,19 @@ LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 BEGIN ATOMIC
     SELECT array_agg(bs.symbol ORDER BY k)
-      FROM generate_series(0, octet_length(piece) - 1) AS k
-      JOIN byte_symbols AS bs ON bs.byte = get_byte(convert_to(piece, 'UTF8'), k);
+      FROM (SELECT convert_to(piece, 'UTF8') AS b OFFSET 0) AS u       -- the bytes, converted once
+     CROSS JOIN generate_series(0, length(u.b) - 1) AS k
+      JOIN byte_symbols AS bs ON bs.byte = get_byte(u.b, k);
 END;
 
 -- (piece, step) -> symbols, and the merge that produced them.
 -- BPE on all pieces at once: each step merges, in every piece, the adjacent pair of lowest rank,
 -- all its occurrences left to right. A piece's symbols travel as one string ' a  b  c ' (each
 -- symbol between two spaces; no symbol contains a space), so merging the pair (a, b) is the
--- plain replace(' a  b ', ' ab '), which scans left to right and never overlaps.
+-- plain replace(' a  b ', ' ab '), which scans left to right and never overlaps. The pairs of a
+-- step are found by unnesting the symbols once (lead() pairs each with the next) and looking each
+-- distinct pair up in merges: a step costs about the piece's length, whatever that is (reading
+-- a text[] by subscript walks it from the start, which made a long piece quadratic).
 -- The last row of each piece has final = true and holds its finished symbols.
 CREATE FUNCTION bpe_steps(pieces text[])
 RETURNS TABLE (piece text, step int, symbols text[], left_symbol text, right_symbol text, rank int, final boolean)
@@ -126,10 +130,9 @@ BEGIN ATOMIC
           FROM bpe AS b
           LEFT JOIN LATERAL (   -- the adjacent pair of lowest merge rank in this piece
                 SELECT m.rank, m.left_symbol AS l, m.right_symbol AS r
-                  FROM (SELECT string_to_array(btrim(b.syms, ' '), '  ') AS s) AS a,
-                       generate_series(1, cardinality(a.s) - 1) AS k,
-                       merges AS m
-                 WHERE m.left_symbol = a.s[k] AND m.right_symbol = a.s[k + 1]
+                  FROM (SELECT DISTINCT u.sym AS l, lead(u.sym) OVER (ORDER BY u.k) AS r   -- (l, r): adjacent
+                          FROM unnest(string_to_array(btrim(b.syms, ' '), '  ')) WITH ORDINALITY AS u(sym, k)) AS a
+                  JOIN merges AS m ON m.left_symbol = a.l AND m.right_symbol = a.r
                  ORDER BY m.rank
                  LIMIT 1
           ) AS best ON true
@@ -167,15 +170,15 @@ BEGIN
     WITH pieces AS (            -- (piece_index) -> piece
         SELECT * FROM pretokenize(input)
     ),
-    merged AS (                 -- (piece) -> symbols after the last merge
-        SELECT s.piece, s.symbols
-          FROM bpe_steps(ARRAY(SELECT DISTINCT p.piece FROM pieces AS p)) AS s
+    merged AS MATERIALIZED (    -- (piece_index) -> symbols after the last merge (joined by piece
+        SELECT p.piece_index, s.symbols                       -- before the symbols are unnested, so
+          FROM pieces AS p                                    -- that no row carries a long piece)
+          JOIN bpe_steps(ARRAY(SELECT DISTINCT q.piece FROM pieces AS q)) AS s ON s.piece = p.piece
          WHERE s.final
     )
-    SELECT coalesce(array_agg(v.token ORDER BY p.piece_index, u.k), '{}')
+    SELECT coalesce(array_agg(v.token ORDER BY m.piece_index, u.k), '{}')
       INTO ids
-      FROM pieces AS p
-      JOIN merged AS m ON m.piece = p.piece
+      FROM merged AS m
      CROSS JOIN LATERAL unnest(m.symbols) WITH ORDINALITY AS u(symbol, k)
       JOIN vocab AS v ON v.piece = u.symbol;
     RETURN ids;

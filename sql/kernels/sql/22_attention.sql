@@ -52,7 +52,7 @@ scores AS MATERIALIZED (        -- (t, h, s) -> q . k / sqrt(D), only for keys s
       JOIN ks ON ks.h = qs.h AND ks.s <= array_length(k, 1) - array_length(q, 1) + qs.t
 ),
 exps AS (                       -- (t, h, s) -> exp(score - max score of the row): softmax numerators
-    SELECT sc.t, sc.h, sc.s, exp(sc.score - max(sc.score) OVER (PARTITION BY sc.t, sc.h)) AS e
+    SELECT sc.t, sc.h, sc.s, softmax_exp(sc.score - max(sc.score) OVER (PARTITION BY sc.t, sc.h)) AS e
       FROM scores AS sc
 ),
 weights AS (                    -- (t, h, s) -> attention weight: softmax over s

@@ -62,7 +62,7 @@ BEGIN
           JOIN ks ON ks.h = qs.h AND ks.s <= s_all - t_new + qs.t
     ),
     exps AS (                   -- (t, h, s) -> exp(score - max score of the row): softmax numerators
-        SELECT sc.t, sc.h, sc.s, exp(sc.score - max(sc.score) OVER (PARTITION BY sc.t, sc.h)) AS e
+        SELECT sc.t, sc.h, sc.s, softmax_exp(sc.score - max(sc.score) OVER (PARTITION BY sc.t, sc.h)) AS e
           FROM scores AS sc
     ),
     weights AS (                -- (t, h, s) -> attention weight: softmax over s
