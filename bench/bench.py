@@ -6,7 +6,7 @@ Loads the checkpoint once per kernel (models bench124m_vector and bench124m_sql 
 Reports, per kernel: load time; seconds per matrix-vector product of each GPT-2 124M shape; the
 first token of a 7-token prompt; a forward pass over 8 and 64 tokens (prefill); the work for one
 new position with the KV cache at context 16, 256 and 1024 (with the backend's peak private
-memory); streamed generation tokens/s; tokenizing a 1,000-word paragraph. --profile adds where the
+memory); streamed generation tokens/s; tokenizing a 1,000-word paragraph and one long word. --profile adds where the
 time of one new token (context 16) and of a 64-token prefill goes, per SQL function
 (track_functions + pg_stat_user_functions). --trace-only: a traced forward pass (13 tokens) and its
 lenses. Each figure is the best of a few runs (first runs plan queries and warm the caches).
@@ -320,6 +320,9 @@ def speed(conn, dsn: str, m: str, quick: bool) -> None:
         model.tokenize(text)
         t = best_of(lambda: model.tokenize(text), 3)
         print(f"tokenize 1,000 words ({len(text):,} chars)      {t:8.2f} s")
+        for word, n in (("a", 100000), ("é", 50000)):                   # one long word: the BPE's worst case
+            t = best_of(lambda: model.tokenize(word * n), 1)
+            print(f"tokenize repeat({word!r}, {n:,})          {t:8.2f} s")
 
 
 if __name__ == "__main__":
