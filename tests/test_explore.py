@@ -129,6 +129,13 @@ def test_bad_ablations_are_clear_errors_and_store_nothing(ablation, ablate, mess
     assert conn.execute("SELECT count(*) FROM traces").fetchone()[0] == before
 
 
+@pytest.mark.parametrize("literal", ["[3:4]={1,1}", "[2:2][5:6]={{1,1}}", "[0:1][0:1]={{1,1},{1,1}}"])
+def test_an_ablation_array_counts_from_its_own_bounds(ablation, literal):
+    """'[3:4]={1,1}' is the pair (1, 1), as ARRAY[1, 1] is (it was read as "layer NULL, head NULL")."""
+    conn = ablation[0]
+    assert conn.execute("SELECT check_ablate(%s::int[])", (literal,)).fetchone()[0] == [[1, 1]]
+
+
 def test_compare_needs_two_traces_of_the_same_tokens(ablation):
     conn, plain, *_ = ablation
     other = conn.execute("SELECT trace('Something else')").fetchone()[0]
@@ -168,8 +175,14 @@ def browser():
 
 
 def open_page(browser, path: Path) -> None:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser.get(path.resolve().as_uri())
-    assert browser.execute_script("return window.explorerReady") is not None, "the page's script did not finish"
+    try:  # a big page's script may still be running when get() returns; 30 s is far above its ~1 s
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return window.explorerReady") is not None)
+    except TimeoutException as exc:
+        raise AssertionError("the page's script did not finish") from exc
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
 

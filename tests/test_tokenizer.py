@@ -124,3 +124,13 @@ def test_special_token_text_is_ordinary(tiny):
     with psycopg.connect(dsn, autocommit=True) as conn:
         ids = conn.execute(f"SELECT {model}.tokenize('<|endoftext|>')").fetchone()[0]
     assert 50256 not in ids and len(ids) > 1
+
+
+@pytest.mark.parametrize("char, n", [("a", 100000), ("é", 50000)])
+def test_one_long_word_is_tokenized_well_within_a_minute(tiny, char, n):
+    """The BPE read a piece's symbols by subscript, quadratic in its length: repeat('a', 16000) took
+    a minute, 100,000 characters tens of minutes (bench/: ~1 s now). The timeout only guards a hang."""
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '60s'")
+        assert conn.execute(f"SELECT {model}.tokenize(repeat(%s, %s))", (char, n)).fetchone()[0] == encode(char * n)
