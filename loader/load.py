@@ -8,6 +8,7 @@ name is replaced only at the very end, and only with ``replace=True``.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 from dataclasses import dataclass
@@ -45,6 +46,21 @@ def sql_files(kernel: str) -> list[str]:
     files = [f"{name}/{p.name}" for name in (*SQL_FOLDERS, f"kernels/{kernel}")
              for p in (root / name).iterdir() if p.name.endswith(".sql")]
     return sorted(files, key=lambda f: f.rsplit("/", 1)[1]) + ["kernels/contract.sql", "settings.sql"]
+
+
+def sql_version(kernel: str) -> str:
+    """A digest of the SQL files of a model's functions (``sql_files(kernel)``, names and texts): a model
+    whose ``config.sql_version`` differs was made by another gpt2sql and needs ``gpt2sql upgrade``."""
+    root = resources.files("gpt2sql.sql")
+    digest = hashlib.sha256()
+    for path in sql_files(kernel):
+        digest.update(path.encode() + b"\0" + (root / path).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+# the relations tables/*.sql create: the model's data, which an upgrade keeps (with matrices' partitions)
+DATA_RELATIONS = ("config", "vocab", "merges", "byte_symbols", "char_classes", "tensors", "vectors", "matrices",
+                  "matrix_cells")
 
 
 def chunk_width(n_embd: int, limit: int = 256) -> int:
@@ -238,9 +254,10 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
             width = chunk_for(kernel, cfg.n_embd)
             cur.execute(
                 "INSERT INTO config (n_layer, n_head, n_embd, n_positions, vocab_size, layer_norm_epsilon,"
-                " kernel, chunk, n_params, source, gpt2sql_version) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                " kernel, chunk, n_params, source, gpt2sql_version, sql_version)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size, cfg.layer_norm_epsilon,
-                 kernel, width, total, str(source), __version__))
+                 kernel, width, total, str(source), __version__, sql_version(kernel)))
             _copy_tensor_catalog(cur, cfg)
             run_sql_file(cur, "tables/01_matrices.sql")  # one partition per tensor of the catalog
             _copy_tokenizer(cur, vocab, merges)
@@ -370,7 +387,8 @@ def list_models(conn: psycopg.Connection) -> list[dict]:
             "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relnamespace = {}::regnamespace)"
             " FROM {}.config AS c").format(sql.Literal(schema), sql.Identifier(schema))).fetchone()
         out.append(dict(name=schema, n_layer=r[0], n_head=r[1], n_embd=r[2], n_positions=r[3],
-                        n_params=r[4], loaded_at=r[5], source=r[6], kernel=r[7], bytes=int(r[8] or 0)))
+                        n_params=r[4], loaded_at=r[5], source=r[6], kernel=r[7], bytes=int(r[8] or 0),
+                        needs_upgrade=needs_upgrade(conn, schema)))
     return out
 
 
@@ -433,3 +451,94 @@ def _missing_reader_privileges(conn: psycopg.Connection, role: str, name: str) -
     if functions:
         return f"EXECUTE on {functions} function(s) was not granted"
     return None
+
+
+def model_sql(conn: psycopg.Connection, name: str) -> tuple[str, str | None]:
+    """(kernel, sql_version) of a loaded model; sql_version None for a model of gpt2sql 0.1."""
+    return conn.execute(sql.SQL("SELECT coalesce(to_jsonb(c) ->> 'kernel', 'sql'), to_jsonb(c) ->> 'sql_version'"
+                                " FROM {}.config AS c").format(sql.Identifier(name))).fetchone()
+
+
+def needs_upgrade(conn: psycopg.Connection, name: str) -> bool:
+    """Whether the model's functions were made by SQL other than this gpt2sql's."""
+    kernel, version = model_sql(conn, name)
+    return version != sql_version(kernel)
+
+
+def drop_model_sql(conn: psycopg.Connection, name: str) -> int:
+    """Drop every object of model ``name`` that the SQL files of its functions made (functions,
+    aggregates, types, views, the trace tables), keeping its data (DATA_RELATIONS). Run inside a
+    transaction; returns how many traces were dropped with them."""
+    schema = sql.Identifier(name)
+    has_traces = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{name}.traces",)).fetchone()[0]
+    traces = conn.execute(sql.SQL("SELECT count(*) FROM {}.traces").format(schema)).fetchone()[0] if has_traces else 0
+    relations = conn.execute(
+        "SELECT c.relname, c.relkind FROM pg_class AS c WHERE c.relnamespace = %s::regnamespace"
+        " AND c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition AND c.relname <> ALL(%s)",
+        (name, list(DATA_RELATIONS))).fetchall()
+    for rel, kind in relations:
+        what = sql.SQL("VIEW" if kind == "v" else "MATERIALIZED VIEW" if kind == "m" else "TABLE")
+        conn.execute(sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(what, schema, sql.Identifier(rel)))
+    routines = conn.execute("SELECT p.oid::regprocedure::text, p.prokind FROM pg_proc AS p"
+                            " WHERE p.pronamespace = %s::regnamespace", (name,)).fetchall()
+    for signature, kind in routines:
+        what = "AGGREGATE" if kind == "a" else "PROCEDURE" if kind == "p" else "FUNCTION"
+        conn.execute(sql.SQL(f"DROP {what} IF EXISTS {{}} CASCADE").format(sql.SQL(signature)))
+    types = conn.execute("SELECT t.oid::regtype::text FROM pg_type AS t JOIN pg_class AS c ON c.oid = t.typrelid"
+                         " WHERE t.typnamespace = %s::regnamespace AND c.relkind = 'c'", (name,)).fetchall()
+    for (signature,) in types:
+        conn.execute(sql.SQL("DROP TYPE IF EXISTS {} CASCADE").format(sql.SQL(signature)))
+    return traces
+
+
+@dataclass
+class UpgradeResult:
+    name: str
+    upgraded: bool              # False: it was up to date
+    old_version: str | None     # None: loaded by gpt2sql 0.1
+    new_version: str
+    traces_dropped: int = 0
+
+
+def upgrade_model(conn: psycopg.Connection, name: str) -> UpgradeResult:
+    """Re-create model ``name``'s functions, types, views and trace tables with this gpt2sql's SQL, in one
+    transaction, keeping its weights and tokenizer tables (their layout is unchanged since 0.1) and the
+    grants of its reader roles. Traces are dropped (their tables are re-created). Raises LoadError; a
+    failed upgrade changes nothing."""
+    if not is_model(conn, name):
+        raise LoadError(f"no model named {name!r} is loaded")
+    kernel, old = model_sql(conn, name)
+    new = sql_version(kernel)
+    if old == new:
+        return UpgradeResult(name, False, old, new)
+    owner = conn.execute("SELECT nspowner::regrole::text, pg_has_role(current_user, nspowner, 'USAGE')"
+                         " FROM pg_namespace WHERE nspname = %s", (name,)).fetchone()
+    if not owner[1]:
+        raise LoadError(f"role {conn.info.user!r} cannot upgrade model {name!r}: its owner is {owner[0]}; run "
+                        "gpt2sql upgrade as the owner or a superuser")
+    ext_schema = None
+    if kernel == "vector":
+        ext_schema = pgvector_schema(conn)
+        if ext_schema is None:
+            raise LoadError(f"model {name!r} uses the vector kernel, but pgvector is not installed in this database")
+    readers = [r for (r,) in conn.execute(
+        "SELECT DISTINCT a.grantee::regrole::text FROM pg_namespace AS n, aclexplode(n.nspacl) AS a"
+        " WHERE n.nspname = %s AND a.privilege_type = 'USAGE' AND a.grantee NOT IN (0, n.nspowner)",
+        (name,)).fetchall()]
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("LOCK TABLE {}.config IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(name)))
+            traces = drop_model_sql(conn, name)
+            conn.execute(sql.SQL("ALTER TABLE {}.config ADD COLUMN IF NOT EXISTS sql_version text").format(
+                sql.Identifier(name)))
+            cur = conn.cursor()
+            _set_search_path(cur, name, ext_schema)
+            for path in sql_files(kernel):
+                run_sql_file(cur, path)
+            cur.execute("UPDATE config SET sql_version = %s, gpt2sql_version = %s", (new, __version__))
+            cur.execute("RESET search_path")
+            for role in readers:
+                grant_reader(conn, role, [name])
+    except psycopg.Error as exc:
+        raise LoadError(f"upgrading {name!r} failed, nothing was changed: {exc}") from exc
+    return UpgradeResult(name, True, old, new, traces)

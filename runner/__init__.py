@@ -5,10 +5,10 @@
         print(client.model("gpt2").generate("Hello, my name is"))
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .client import Client, Model, ModelNotFound, Step, TokenProb, Trace  # noqa: E402
+from .client import Client, Model, ModelNeedsUpgrade, ModelNotFound, Step, TokenProb, Trace  # noqa: E402
 from .db import DatabaseError, connect, resolve_dsn  # noqa: E402
 
-__all__ = ["__version__", "Client", "Model", "ModelNotFound", "Step", "TokenProb", "Trace", "DatabaseError",
+__all__ = ["__version__", "Client", "Model", "ModelNeedsUpgrade", "ModelNotFound", "Step", "TokenProb", "Trace", "DatabaseError",
            "connect", "resolve_dsn"]

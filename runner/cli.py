@@ -56,6 +56,23 @@ def cmd_load(args) -> int:
     return 0
 
 
+def cmd_upgrade(args) -> int:
+    from .loader.load import list_models, upgrade_model
+
+    with connect(args.dsn) as conn:
+        names = args.model or [m["name"] for m in list_models(conn)]
+        if not names:
+            print("no models loaded (gpt2sql load SOURCE)")
+        for name in names:
+            res = upgrade_model(conn, name)
+            if not res.upgraded:
+                print(f"model {name} is up to date (SQL {res.new_version})")
+                continue
+            print(f"upgraded model {name}: SQL {res.old_version or 'of gpt2sql 0.1'} -> {res.new_version}, weights kept"
+                  + (f"; {res.traces_dropped} trace(s) dropped (their tables were re-created)" if res.traces_dropped else ""))
+    return 0
+
+
 def cmd_models(args) -> int:
     from .loader.load import list_models
 
@@ -67,7 +84,8 @@ def cmd_models(args) -> int:
     print(f"{'name':20} {'layers':>6} {'heads':>5} {'embd':>5} {'params':>14} {'size':>9}  {'kernel':6}  loaded")
     for m in models:
         print(f"{m['name']:20} {m['n_layer']:>6} {m['n_head']:>5} {m['n_embd']:>5} {m['n_params']:>14,} "
-              f"{m['bytes'] / 2**20:>7.0f}MB  {m['kernel']:6}  {m['loaded_at']:%Y-%m-%d %H:%M}")
+              f"{m['bytes'] / 2**20:>7.0f}MB  {m['kernel']:6}  {m['loaded_at']:%Y-%m-%d %H:%M}"
+              + (f"  (another gpt2sql's SQL: gpt2sql upgrade --model {m['name']})" if m["needs_upgrade"] else ""))
     return 0
 
 
@@ -198,7 +216,7 @@ def cmd_demo(args) -> int:
     """Everything on a fresh machine: the small trained GPT-2 shipped in the package, loaded and generating."""
     from .client import Client
     from .loader.checkpoint import demo_model_dir
-    from .loader.load import is_model, load_checkpoint
+    from .loader.load import is_model, load_checkpoint, needs_upgrade, upgrade_model
     from .loader.source import read_config
 
     folder = demo_model_dir()
@@ -212,6 +230,9 @@ def cmd_demo(args) -> int:
                   f"{shipped.n_positions} positions, as model 'demo' ...")
             # the sql kernel: exact float64 products, the same numbers as docs/walkthrough.md
             load_checkpoint(conn, str(folder), "demo", replace=present, progress=False, kernel="sql")
+        elif needs_upgrade(conn, "demo"):
+            print("the demo model was loaded by another gpt2sql: re-creating its SQL functions (gpt2sql upgrade)")
+            upgrade_model(conn, "demo")
         model = client.model("demo")
         prompt = DEMO_PROMPT
         print(f"tokens of {prompt!r}: {model.tokenize(prompt)}")
@@ -404,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", help="a model to grant (repeatable; default: all loaded)")
     _add_dsn(p)
     p.set_defaults(func=cmd_grant_reader)
+
+    p = sub.add_parser("upgrade", help="re-create loaded models' SQL functions for this gpt2sql, keeping their weights")
+    p.add_argument("--model", action="append", help="the model to upgrade (repeatable); default: every loaded model")
+    _add_dsn(p)
+    p.set_defaults(func=cmd_upgrade)
 
     p = sub.add_parser("models", help="list loaded models")
     _add_dsn(p)

@@ -30,6 +30,10 @@ class ModelNotFound(LookupError):
     """No model of that name is loaded."""
 
 
+class ModelNeedsUpgrade(LookupError):
+    """The model was loaded by another gpt2sql: its SQL functions are not this version's."""
+
+
 @dataclass(frozen=True)
 class TokenProb:
     rank: int
@@ -417,12 +421,15 @@ class Client:
         return [m["name"] for m in list_models(self.connection)]
 
     def model(self, name: str = "gpt2") -> Model:
-        from .loader.load import is_model
+        from .loader.load import is_model, needs_upgrade
 
         if not isinstance(name, str) or not is_model(self.connection, name):
             loaded = ", ".join(self.models()) or "none"
             raise ModelNotFound(f"no model named {name!r} is loaded (loaded: {loaded}); "
                                 f"load one with: gpt2sql load SOURCE --model {name}")
+        if needs_upgrade(self.connection, name):
+            raise ModelNeedsUpgrade(f"model {name!r} was loaded by another version of gpt2sql; re-create its SQL "
+                                    f"functions (its weights stay) with: gpt2sql upgrade --model {name}")
         return Model(self, name)
 
     def close(self) -> None:
@@ -435,5 +442,5 @@ class Client:
         self.close()
 
 
-__all__ = ["Client", "Model", "ModelNotFound", "TokenProb", "Step", "BatchStep", "TokenScore", "SamplingOptions", "DatabaseError", "Trace",
+__all__ = ["Client", "Model", "ModelNotFound", "ModelNeedsUpgrade", "TokenProb", "Step", "BatchStep", "TokenScore", "SamplingOptions", "DatabaseError", "Trace",
            "AttentionWeight", "Prediction", "TokenChance", "LensPrediction"]

@@ -177,22 +177,28 @@ def test_cancel_and_statement_timeout_stop_a_generation(main_dsn, tiny_ckpt):
         assert relations(conn) == before
 
 
+def _kill_client_once_active(conn, dsn: str, code: str, application_name: str) -> None:
+    """Run ``code`` (given the DSN as argv[1]) in a Python process, and SIGKILL it a second after its
+    query is under way."""
+    env = dict(os.environ, PGAPPNAME=application_name)
+    proc = subprocess.Popen([sys.executable, "-c", code, dsn], env=env)
+    deadline = time.time() + 20
+    while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
+                           (application_name,)).fetchone()[0]:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_killed_client_leaves_nothing(main_dsn, tiny_ckpt):
     ensure_model(main_dsn, tiny_ckpt, "tiny")
     code = ("import psycopg, sys; c = psycopg.connect(sys.argv[1], autocommit=True); "
             "c.execute(\"SELECT * FROM tiny.generate('Hello', 500)\")")
     with psycopg.connect(main_dsn, autocommit=True) as conn:
         before = relations(conn)
-        env = dict(os.environ, PGAPPNAME="gpt2sql_killed_client")
-        proc = subprocess.Popen([sys.executable, "-c", code, main_dsn], env=env)
-        deadline = time.time() + 20
-        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
-                               ("gpt2sql_killed_client",)).fetchone()[0]:
-            assert time.time() < deadline
-            time.sleep(0.1)
-        time.sleep(1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _kill_client_once_active(conn, main_dsn, code, "gpt2sql_killed_client")
         # the server notices the dead client when it next sends it a NOTICE (one per token)
         _wait_for_backends_gone(conn, "gpt2sql_killed_client")
         assert relations(conn) == before
@@ -206,16 +212,7 @@ def test_a_query_that_sends_nothing_stops_soon_after_its_client_is_killed(main_d
             "c.execute(\"SELECT count(tiny.tokenize(md5(i::text) || repeat(' word', 2000))) "
             "FROM generate_series(1, 100000) AS i\")")
     with psycopg.connect(main_dsn, autocommit=True) as conn:
-        env = dict(os.environ, PGAPPNAME="gpt2sql_silent_client")
-        proc = subprocess.Popen([sys.executable, "-c", code, main_dsn], env=env)
-        deadline = time.time() + 20
-        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
-                               ("gpt2sql_silent_client",)).fetchone()[0]:
-            assert time.time() < deadline
-            time.sleep(0.1)
-        time.sleep(1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _kill_client_once_active(conn, main_dsn, code, "gpt2sql_silent_client")
         killed = time.time()
         try:
             _wait_for_backends_gone(conn, "gpt2sql_silent_client", timeout=15)

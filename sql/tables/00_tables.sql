@@ -14,7 +14,9 @@ CREATE TABLE config (
     n_params           bigint  NOT NULL,
     source             text    NOT NULL,
     loaded_at          timestamptz NOT NULL DEFAULT now(),
-    gpt2sql_version    text    NOT NULL
+    gpt2sql_version    text    NOT NULL,
+    sql_version        text               -- digest of the SQL that made the model's functions (loader/load.py:
+                                          -- sql_version); NULL: loaded by gpt2sql 0.1. Another one: gpt2sql upgrade
 );
 
 -- (token) -> piece: the vocabulary; piece is in GPT-2's byte alphabet, bytes the raw UTF-8 bytes
