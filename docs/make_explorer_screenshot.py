@@ -1,4 +1,4 @@
-"""Make the README's pictures of the explorer from a real run: the trained demo model (sql kernel)
+"""Make the pictures of the explorer in docs/explorer.md from a real run: the trained demo model (sql kernel)
 traced on the walkthrough's prompt, with head 1 of block 3 (its previous-token head) ablated,
 opened in headless Chromium; one picture hovers an attention weight, one shows the what-if.
 

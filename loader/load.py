@@ -9,6 +9,7 @@ name is replaced only at the very end, and only with ``replace=True``.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 import time
 from dataclasses import dataclass
@@ -90,12 +91,79 @@ def is_model(conn: psycopg.Connection, name: str) -> bool:
 
 
 def run_sql_file(cur: psycopg.Cursor, path: str) -> None:
-    """Run one of the package's SQL files, e.g. ``tables/00_tables.sql``."""
+    """Run one of the package's SQL files, e.g. ``tables/00_tables.sql``, and give each function,
+    aggregate, table and view it creates its header comment as a COMMENT (psql's \\df+, \\dt+)."""
     text = (resources.files("gpt2sql.sql") / path).read_text(encoding="utf-8")
     try:
         cur.execute(text)
+        for kind, target, comment in header_comments(text):
+            cur.execute(sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(kind), sql.SQL(target), sql.Literal(comment)))
     except psycopg.Error as exc:
         raise LoadError(f"sql/{path} failed: {exc}") from exc
+
+
+CREATE_LINE = re.compile(r"^\s*'?CREATE (?:OR REPLACE )?(FUNCTION|AGGREGATE|TABLE|VIEW) (\w+)(\(|\s|$)")
+
+
+def header_comments(text: str) -> list[tuple[str, str, str]]:
+    """(kind, object, comment) for each CREATE FUNCTION / AGGREGATE / TABLE / VIEW of an SQL file:
+    the comment lines right above it (above the DO block that creates it, for one created by dynamic
+    SQL), without their '--'. A function is named by its argument types, e.g. gelu(float8[])."""
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        m = CREATE_LINE.match(line)
+        if not m:
+            continue
+        start = i
+        if start and not lines[start - 1].startswith("--"):          # inside a DO block: its comment
+            start = next((j for j in range(i - 1, -1, -1) if lines[j].startswith("DO $")), i)
+        block = []
+        for j in range(start - 1, -1, -1):
+            if not lines[j].startswith("--"):
+                break
+            block.insert(0, lines[j][2:].removeprefix(" "))
+        if not block:
+            continue
+        kind, name = m.group(1), m.group(2)
+        if kind in ("FUNCTION", "AGGREGATE"):
+            name += "(" + ", ".join(_argument_types(_parenthesised(lines, i, line.index("(")))) + ")"
+        out.append((kind, name, "\n".join(block)))
+    return out
+
+
+def _parenthesised(lines: list[str], i: int, col: int) -> str:
+    """The text between the parenthesis at lines[i][col] and its match (which may be lines later)."""
+    text = "\n".join(lines[i:i + 12])[col:]
+    depth = 0
+    for k, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            return text[1:k]
+    raise ValueError(f"unbalanced parentheses in {lines[i]!r}")
+
+
+def _argument_types(arguments: str) -> list[str]:
+    """The input argument types of an SQL argument list: 'x float8[], OUT y int, n int DEFAULT 3' -> [float8[], int]."""
+    parts, depth, current = [], 0, ""
+    for ch in arguments:
+        depth += ch in "(["
+        depth -= ch in ")]"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    types = []
+    for part in (" ".join(p.split()) for p in parts):
+        if not part or part.startswith("OUT "):
+            continue
+        part = re.split(r" DEFAULT ", part, flags=re.IGNORECASE)[0].removeprefix("IN ")
+        words = part.split(" ", 1)
+        types.append(words[-1])
+    return types
 
 
 KERNELS = ("auto", "vector", "sql")

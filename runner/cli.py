@@ -449,6 +449,8 @@ def _psql_args(argv: list[str]) -> argparse.Namespace:
         dsn, rest = rest[1], rest[2:]
     elif rest and rest[0].startswith("--dsn="):
         dsn, rest = rest[0].split("=", 1)[1], rest[1:]
+    if rest and rest[0] == "--":            # gpt2sql psql -- -X -f file: the rest is psql's
+        rest = rest[1:]
     return argparse.Namespace(command="psql", dsn=dsn, psql_args=rest, func=cmd_psql)
 
 

@@ -19,8 +19,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("pictures in PNG/SVG need matplotlib: python3 -m pip install 'gpt2sql[show]' "
-                          "(or write .html, which needs nothing)") from None
+        raise ImportError("pictures in PNG/SVG need matplotlib, gpt2sql's [show] extra: in the checkout, "
+                          "python3 -m pip install -e '.[show]' (or write .html, which needs nothing)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

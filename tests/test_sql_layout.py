@@ -86,3 +86,30 @@ def test_no_comment_in_sql_carries_a_timing():
             if TIMING.search(comment):
                 found.append(f"{path.relative_to(SQL)}:{n}: {line.strip()}")
     assert found == []
+
+
+def test_every_function_table_and_view_is_described_for_psql(tiny):
+    """The loader gives each its header comment as a COMMENT, so \\df+, \\dt+ and \\dv+ describe them."""
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        functions = conn.execute("SELECT p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc') FROM pg_proc AS p"
+                                 " WHERE p.pronamespace = %s::regnamespace", (model,)).fetchall()
+        relations = conn.execute("SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class AS c"
+                                 " WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'p', 'v')"
+                                 " AND NOT c.relispartition", (model,)).fetchall()
+        generate = conn.execute("SELECT obj_description(%s::regprocedure, 'pg_proc')",
+                                (f"{model}.generate(text, int, float8, int, float8, float8, text)",)).fetchone()[0]
+    assert len(functions) > 50 and [f for f, d in functions if not d] == []
+    assert {r for r, _ in relations} >= {"config", "matrices", "traces", "trace_values"}
+    assert [r for r, d in relations if not d] == []
+    assert generate.startswith("prompt -> (step) -> token, piece, finish")
+
+
+def test_the_sql_reference_is_up_to_date():
+    """docs/sql.md is generated from the same comments the loader stores (docs/make_sql_reference.py)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(SQL.parent / "docs" / "make_sql_reference.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

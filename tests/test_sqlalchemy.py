@@ -1,6 +1,6 @@
 """gpt2sql.sqlalchemy with real SQLAlchemy on a real table: each row's completion equals its own
 generate(), ranking by perplexity agrees with NumPy, table-valued functions have their columns;
-Client accepts an Engine or an SQLAlchemy URL; the README's ORM example runs as printed."""
+Client accepts an Engine or an SQLAlchemy URL; the ORM example of docs/database.md runs as printed."""
 
 from __future__ import annotations
 
@@ -123,17 +123,17 @@ def test_client_accepts_engine_and_sqlalchemy_url(main_dsn, tiny_ckpt):
     engine.dispose()
 
 
-def readme_orm_example() -> str:
-    text = (ROOT / "README.md").read_text()
+def docs_orm_example() -> str:
+    text = (ROOT / "docs" / "database.md").read_text()
     m = re.search(r"<!-- orm-example -->\s*```python\n(.*?)```", text, re.S)
-    assert m, "README.md has no ORM example"
+    assert m, "docs/database.md has no ORM example"
     return m.group(1)
 
 
-def test_readme_orm_example_runs(main_dsn, tiny_ckpt, tmp_path):
+def test_the_docs_orm_example_runs(main_dsn, tiny_ckpt, tmp_path):
     model = ensure_model(main_dsn, tiny_ckpt, "tiny")
     cfg, params = ref.load(tiny_ckpt)
-    code = readme_orm_example()
+    code = docs_orm_example()
     code, n = re.subn(r'sa\.create_engine\("[^"]*"\)', f'sa.create_engine("{sa_url(main_dsn).render_as_string(False)}")',
                       code)
     code, m = re.subn(r'functions\("gpt2"\)', f'functions("{model}")', code)

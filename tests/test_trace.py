@@ -343,7 +343,8 @@ def test_cli_trace_and_pictures(main_dsn, tiny_ckpt, tmp_path):
     # without matplotlib: PNG/SVG is a clear error naming the fix, HTML still works
     no_mpl = ("import sys; sys.modules['matplotlib'] = None; from gpt2sql.cli import main; "
               "sys.exit(main(sys.argv[1:]))")
-    for out, code, message in [("x.png", 1, r"need matplotlib: python3 -m pip install 'gpt2sql\[show\]'"),
+    for out, code, message in [("x.png", 1, r"need matplotlib, gpt2sql's \[show\] extra: in the checkout, "
+                                            r"python3 -m pip install -e '\.\[show\]'"),
                                ("x.html", 0, "wrote")]:
         res = subprocess.run([sys.executable, "-c", no_mpl, "show", "attention", "--model", model, "--trace",
                               str(tid), "-o", str(tmp_path / out), "--dsn", main_dsn], capture_output=True, text=True)
@@ -355,3 +356,6 @@ def test_psql_passes_options_through(main_dsn):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "42"
+    res = subprocess.run(CLI + ["psql", "--dsn", main_dsn, "--", "-X", "-A", "-t", "-c", "SELECT 6 * 8"],
+                         capture_output=True, text=True)                    # everything after -- is psql's
+    assert res.returncode == 0 and res.stdout.strip() == "48", res.stderr

@@ -6,6 +6,7 @@
 --   set whose probability reaches top_p (nucleus), renormalise and draw with random().
 --   Ties are broken by token id, so the order (and a seeded draw) is reproducible.
 
+-- the sampling options are in range: temperature >= 0 (0 = greedy), top_k >= 1, top_p in (0, 1]
 CREATE FUNCTION check_sampling(temperature float8, top_k int, top_p float8) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT

@@ -11,10 +11,12 @@
 -- <|endoftext|>), 'stop' (the stop string appeared; the text is cut before it), or
 -- 'context_full' (the model's n_positions are used up; no silent truncation).
 
+-- the most new tokens one generation may ask for
 CREATE FUNCTION max_new_tokens_limit() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 100000;
 
+-- the most prompts one generate_batch call may hold
 CREATE FUNCTION max_batch_prompts() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 64;
@@ -25,6 +27,7 @@ RETURN 64;
 -- context_full: the token has no position left to go to.
 CREATE TYPE token_text AS (piece text, pending bytea, finish text);
 
+-- (piece, pending, finish): the text one sampled token adds, and whether its sequence ends there
 CREATE FUNCTION next_piece(token int, pending bytea, text_so_far text, stop text,
                            is_last boolean, context_full boolean)
 RETURNS token_text

@@ -11,6 +11,7 @@
 -- with a sliding window: each window starts half a context after the previous one, and scores the
 -- tokens the previous windows did not reach, each with at least half a context before it.
 
+-- positions the LM head runs on at a time while scoring (it bounds the memory the logits take)
 CREATE FUNCTION score_rows() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 32;

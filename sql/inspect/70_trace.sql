@@ -227,6 +227,7 @@ BEGIN
 END
 $$;
 
+-- how long a trace is kept: a positive interval
 CREATE FUNCTION check_keep(keep interval) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT

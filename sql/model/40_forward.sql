@@ -10,6 +10,7 @@
 -- forward_batch does the same for several sequences at once (forward is its one-sequence case);
 -- residual_stream() stops before the final layer norm and keeps every position (for scoring).
 
+-- the prompt's tokens are not NULL or empty
 CREATE FUNCTION check_not_empty(tokens int[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT

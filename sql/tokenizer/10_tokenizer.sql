@@ -16,6 +16,7 @@
 --   * a whitespace character starts a piece at the start of its run, and so does the run's last
 --     character when a non-space follows ("\s+(?!\S)" leaves it for " ?\p{L}+" or "\s+").
 
+-- the most characters one text may have (tokenize, generate, score)
 CREATE FUNCTION max_text_chars() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 100000;
@@ -142,6 +143,7 @@ BEGIN ATOMIC
       FROM bpe AS b;
 END;
 
+-- the text is not NULL and at most max_text_chars() characters
 CREATE FUNCTION check_text(input text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT
