@@ -272,7 +272,8 @@ def cmd_trace(args) -> int:
   SELECT * FROM {m}.trace_tokens WHERE trace_id = {t};
   SELECT * FROM {m}.attention_pattern({t}, 0, 0);
   SELECT * FROM {m}.logit_lens({t});
-  gpt2sql show attention --model {m} --trace {t} --layer 0 --head 0 -o attention.png""")
+  gpt2sql show attention --model {m} --trace {t} -o attention.html    (every head; .png needs the [show] extra)
+  gpt2sql explore --model {m} --trace {t} -o page.html                 (every value, its formula and SQL)""")
     return 0
 
 

@@ -61,7 +61,7 @@ class BatchStep:
 
 @dataclass(frozen=True)
 class TokenScore:
-    position: int        # the token's place in the text, counting from 1
+    position: int        # its position in what the model reads: 0 is the <|endoftext|> scored after, so from 1
     token: int
     piece: str
     logprob: float       # natural log of its probability given the tokens before it

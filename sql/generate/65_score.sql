@@ -45,7 +45,9 @@ BEGIN
 END
 $$;
 
--- (position) -> token, piece, logprob, rank: every token of the text, position counting from 1
+-- (position) -> token, piece, logprob, rank: every token of the text, at its position in what the
+-- model reads: position 0 is the <|endoftext|> the text is scored after, so the text's tokens are
+-- at 1, 2, ... (as a trace of '<|endoftext|>' || text would number them)
 CREATE FUNCTION score(txt text)
 RETURNS TABLE ("position" int, token int, piece text, logprob float8, rank int)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
