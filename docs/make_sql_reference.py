@@ -9,12 +9,13 @@ aggregate, table and view in sql/: the same text the loader gives them as COMMEN
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import sys
 from pathlib import Path
 
 from gpt2sql.loader.load import SQL_FOLDERS, header_comments
+
+from generated_file import write_or_check  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "sql"
@@ -87,18 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
     args = ap.parse_args(argv)
     text = reference()
-    if args.check:
-        old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if old != text:
-            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
-                                                       str(args.output), "generated"))
-            print(f"{args.output} is out of date: run python3 docs/make_sql_reference.py")
-            return 1
-        print(f"{args.output} is up to date")
-        return 0
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output}")
-    return 0
+    return write_or_check(args.output, text, args.check, "python3 docs/make_sql_reference.py")
 
 
 if __name__ == "__main__":

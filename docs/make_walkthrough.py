@@ -13,7 +13,6 @@ is computed from the same run. --check compares the Markdown with the file inste
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 from gpt2sql.db import connect, psql_executable, resolve_dsn
 from gpt2sql.loader.checkpoint import demo_model_dir
 from gpt2sql.loader.load import is_model, load_checkpoint
+
+from generated_file import write_or_check  # beside this script
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "The module is imported by the"
@@ -371,18 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     load_demo(dsn)
     f = facts(dsn, draw=not args.check)
     text = render(f, run(dsn, f))
-    if args.check:
-        old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if old != text:
-            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
-                                                       str(args.output), "generated"))
-            print(f"\n{args.output} is out of date: run python3 docs/make_walkthrough.py", file=sys.stderr)
-            return 1
-        print(f"{args.output} is up to date")
-        return 0
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output}")
-    return 0
+    return write_or_check(args.output, text, args.check, "python3 docs/make_walkthrough.py")
 
 
 if __name__ == "__main__":

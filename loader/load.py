@@ -13,6 +13,7 @@ import re
 import struct
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -49,9 +50,11 @@ def sql_files(kernel: str) -> list[str]:
     return sorted(files, key=lambda f: f.rsplit("/", 1)[1]) + ["kernels/contract.sql", "settings.sql"]
 
 
+@lru_cache(maxsize=None)
 def sql_version(kernel: str) -> str:
     """A digest of the SQL files of a model's functions (``sql_files(kernel)``, names and texts): a model
-    whose ``config.sql_version`` differs was made by another gpt2sql and needs ``gpt2sql upgrade``."""
+    whose ``config.sql_version`` differs was made by another gpt2sql and needs ``gpt2sql upgrade``. The
+    files are part of the installed package, so it is read once per process (every Client.model asks)."""
     root = resources.files("gpt2sql.sql")
     digest = hashlib.sha256()
     for path in sql_files(kernel):
