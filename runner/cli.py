@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -262,8 +263,8 @@ def cmd_trace(args) -> int:
     with Client(args.dsn) as client:
         model = client.model(args.model)
         trace = model.trace(args.prompt, keep=args.keep)
-        m, t = model.name, trace.id
-        print(f"trace {t} of model {m}: {len(trace.tokens)} tokens, kept until {trace.expires_at:%Y-%m-%d %H:%M %Z}")
+        m, t = model.quoted(), trace.id
+        print(f"trace {t} of model {model.name}: {len(trace.tokens)} tokens, kept until {trace.expires_at:%Y-%m-%d %H:%M %Z}")
         print("  " + " ".join(f"{i}:{p!r}" for i, p in enumerate(trace.pieces)))
         print("most likely next tokens:")
         for p in trace.top_predictions(-1, 5):
@@ -272,8 +273,8 @@ def cmd_trace(args) -> int:
   SELECT * FROM {m}.trace_tokens WHERE trace_id = {t};
   SELECT * FROM {m}.attention_pattern({t}, 0, 0);
   SELECT * FROM {m}.logit_lens({t});
-  gpt2sql show attention --model {m} --trace {t} -o attention.html    (every head; .png needs the [show] extra)
-  gpt2sql explore --model {m} --trace {t} -o page.html                 (every value, its formula and SQL)""")
+  gpt2sql show attention --model {shlex.quote(model.name)} --trace {t} -o attention.html    (every head; .png needs the [show] extra)
+  gpt2sql explore --model {shlex.quote(model.name)} --trace {t} -o page.html                 (every value, its formula and SQL)""")
     return 0
 
 
@@ -284,7 +285,10 @@ def cmd_show(args) -> int:
     default = f"attention-L{args.layer}-H{args.head}.png" if args.picture == "attention" else "logit-lens.png"
     out = show.check_output(args.picture, args.output or default)      # before any work: a bad name costs no trace
     with Client(args.dsn) as client:
-        trace = _trace(client.model(args.model), args)
+        model = client.model(args.model)
+        if args.picture == "attention":                                 # before any work, as the file name
+            show.check_head(model.config(), args.layer, args.head)
+        trace = _trace(model, args)
         if args.picture == "logit-lens":
             written = show.logit_lens_image(trace, out)
         elif out.suffix.lower() == ".html":
@@ -301,6 +305,7 @@ def cmd_explore(args) -> int:
 
     out = explore.check_output(args.output)                 # before any work: a bad name costs no trace
     pairs = explore.parse_ablate(args.ablate)
+    explore.check_top_k(args.top_k)
     with Client(args.dsn) as client:
         model = client.model(args.model)
         if pairs:                                           # checked before anything is traced

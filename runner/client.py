@@ -193,6 +193,16 @@ class Model:
         with self.client.connection.cursor() as cur:
             return cur.execute(query, params).fetchall()
 
+    def config(self) -> dict:
+        """The model's shape and settings: the one row of its config table, by column name."""
+        with self.client.connection.cursor() as cur:
+            cur.execute(sql.SQL("SELECT * FROM {m}.config").format(m=self._schema))
+            return dict(zip([c.name for c in cur.description], cur.fetchone()))
+
+    def quoted(self) -> str:
+        """The model's schema as SQL writes it (quoted where its name needs it, e.g. "order")."""
+        return self._schema.as_string(self.client.connection)
+
     # -- tokenizer -------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
         return self.query("SELECT {m}.tokenize(%s)", (_check_text(text, "text"),))[0][0]

@@ -14,7 +14,11 @@
 
   // ---- small helpers ---------------------------------------------------------------------
   const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-  const vis = (p) => (p || "").replace(/ /g, "\u2423").replace(/\n/g, "\u23ce").replace(/\t/g, "\u21e5") || "\u2205";
+  // a token's text with every space and control character made visible (and none left raw, so a
+  // label can sit in an SQL comment): space \u2423, newline \u23ce, tab \u21e5, others as control pictures
+  const VISIBLE = { " ": "\u2423", "\n": "\u23ce", "\t": "\u21e5", "\x7f": "\u2421" };
+  const vis = (p) => (p || "").replace(/[\x00-\x20\x7f-\x9f\u2028\u2029]/g, (ch) => VISIBLE[ch] ||
+    (ch < " " ? String.fromCharCode(0x2400 + ch.charCodeAt(0)) : "\\u" + ch.charCodeAt(0).toString(16).padStart(4, "0"))) || "\u2205";
   const fmt = (x) => (x === null || x === undefined) ? "\u2014" : (Math.abs(x) >= 1e4 || (Math.abs(x) < 1e-3 && x !== 0) ? x.toExponential(4) : x.toFixed(5));
   const fp = (x) => (x < 0 ? `(${fmt(x)})` : fmt(x));          // a number after an operator
   const key = (stage, layer) => (layer === null ? stage : stage + "@" + layer);

@@ -19,36 +19,43 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
+import re
 from pathlib import Path
 from typing import Sequence
 
-from psycopg import sql
 
 from .client import Trace
+from .files import check_writable, write_text
 
 TOP_K = 10      # predictions shown per position
 
 
 def parse_ablate(text: str | None) -> list[tuple[int, int]]:
-    """'0.1,1.3' -> [(0, 1), (1, 3)]: layer.head pairs, comma-separated."""
+    """'0.1,1.3' -> [(0, 1), (1, 3)]: layer.head pairs (ASCII digits), comma-separated."""
     if text is None:
         return []
     pairs = []
     for item in text.split(","):
-        layer, dot, head = item.strip().partition(".")
-        if not (dot and layer.isdigit() and head.isdigit()):
+        found = re.fullmatch(r"\s*([0-9]+)\.([0-9]+)\s*", item)
+        if not found:
             raise ValueError(f"--ablate takes layer.head pairs separated by commas, e.g. 0.1,1.3; got {item.strip()!r}")
-        pairs.append((int(layer), int(head)))
+        pairs.append((int(found[1]), int(found[2])))
     return pairs
 
 
 def check_output(out: str | Path) -> Path:
-    """The page's file, refused (before any work) unless it ends in .html."""
+    """The page's file, refused (before any work) unless it ends in .html and its folder is writable."""
     out = Path(out)
     if out.suffix.lower() != ".html":
         raise ValueError(f"cannot write {out.name}: the explorer writes one HTML page, so the file name must end in .html")
-    return out
+    return check_writable(out)
+
+
+def check_top_k(k: object) -> int:
+    """The number of predictions shown per position: an int from 1 to 100 (logit_lens' bound)."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
+        raise ValueError(f"the number of predictions shown per position must be from 1 to 100, got {k!r}")
+    return k
 
 
 def _rows(trace: Trace, template: str, params: Sequence = ()) -> list[tuple]:
@@ -58,7 +65,6 @@ def _rows(trace: Trace, template: str, params: Sequence = ()) -> list[tuple]:
 def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
     """Everything the page shows, read from the trace tables (and the model's small tensors)."""
     model, tid = trace.model, trace.id
-    conn = model.client.connection
     cfg_cols = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "layer_norm_epsilon", "kernel")
     cfg = dict(zip(cfg_cols, _rows(trace, "SELECT " + ", ".join(cfg_cols) + " FROM {m}.config")[0]))
     n_layer, n_head, t = cfg["n_layer"], cfg["n_head"], len(trace.tokens)
@@ -93,7 +99,7 @@ def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
 
     data = {
         "model": model.name,
-        "schema": sql.Identifier(model.name).as_string(conn),
+        "schema": model.quoted(),
         "config": cfg,
         "trace": tid,
         "prompt": trace.prompt,
@@ -124,9 +130,11 @@ def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
     return data
 
 
-def _json_for_script(data: dict) -> str:
-    """JSON safe inside <script>: no '</' can close the element."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+def json_for_script(data: dict) -> str:
+    """JSON safe inside <script>: no '<', '>' or '&' at all, so neither '</script' nor '<!--' can
+    change how the HTML parser reads the element (JSON.parse reads the \\u escapes back)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def render(data: dict) -> str:
@@ -135,7 +143,7 @@ def render(data: dict) -> str:
     return (PAGE.replace("{title}", html.escape(title))
                 .replace("{style}", (here / "explore.css").read_text(encoding="utf-8"))
                 .replace("{script}", (here / "explore.js").read_text(encoding="utf-8"))
-                .replace("{data}", _json_for_script(data)))
+                .replace("{data}", json_for_script(data)))
 
 
 def write_page(trace: Trace, out: str | Path, ablate: Sequence[tuple[int, int]] = (), k: int = TOP_K) -> Path:
@@ -143,26 +151,13 @@ def write_page(trace: Trace, out: str | Path, ablate: Sequence[tuple[int, int]] 
     pairs), a trace of the same tokens with those heads zeroed is made and shown beside it.
     The file is written whole or not at all."""
     out = check_output(out)
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"the number of predictions shown per position must be >= 1, got {k!r}")
+    check_top_k(k)
     ablated = None
     if ablate:                                      # the same tokens, those heads zeroed
         pairs = [list(p) for p in ablate]
         twin = trace.model.query("SELECT {m}.trace(%s::int[], '1 day'::interval, %s::int[])", (trace.tokens, pairs))
         ablated = Trace(trace.model, twin[0][0])
-    page = render(collect(trace, ablated, k))
-    fd, tmp = tempfile.mkstemp(dir=out.resolve().parent, prefix=".explore-", suffix=".html")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)                               # as an ordinary new file
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_text(out, render(collect(trace, ablated, k)))
 
 
 PAGE = """<!DOCTYPE html>

@@ -9,11 +9,13 @@ page of every head) and the logit lens (PNG/SVG).
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .client import Trace
+from .files import check_writable, write_text
 
 def _pyplot():
     try:
@@ -27,9 +29,19 @@ def _pyplot():
     return plt
 
 
+VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥", "\x7f": "␡"}
+
+
+def _visible(ch: str) -> str:
+    if ch in VISIBLE:
+        return VISIBLE[ch]
+    return chr(0x2400 + ord(ch)) if ch < " " else f"\\u{ord(ch):04x}"
+
+
 def label(piece: str) -> str:
-    """A token's text made visible on an axis: leading spaces as '␣', newlines as '⏎'."""
-    return piece.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+    """A token's text made visible on an axis, as the explorer shows it: spaces as '␣', newlines as
+    '⏎', tabs as '⇥', other control characters as their control pictures (CR as '␍')."""
+    return re.sub("[\x00-\x20\x7f-\x9f\u2028\u2029]", lambda m: _visible(m[0]), piece) or "∅"
 
 
 def attention_image(trace: Trace, layer: int, head: int, out: Path) -> Path:
@@ -130,12 +142,19 @@ position 0); darker = more weight. Hover a cell for its weight and score. Tokens
 {"".join(grid)}
 </body></html>
 """
-    out.write_text(page, encoding="utf-8")
+    write_text(out, page)
     return out
 
 
 # picture -> the file suffixes it is drawn in
 SUFFIXES = {"attention": (".png", ".svg", ".html"), "logit-lens": (".png", ".svg")}
+
+
+def check_head(config: dict, layer: int, head: int) -> None:
+    """Refuse a (layer, head) the model does not have, naming the ones it has."""
+    if not (0 <= layer < config["n_layer"] and 0 <= head < config["n_head"]):
+        raise ValueError(f"the model has no layer {layer}, head {head}: its layers are 0..{config['n_layer'] - 1}, "
+                         f"its heads 0..{config['n_head'] - 1}")
 
 
 def check_output(picture: str, out: str | Path) -> Path:
@@ -144,4 +163,4 @@ def check_output(picture: str, out: str | Path) -> Path:
     allowed = SUFFIXES[picture]
     if out.suffix.lower() not in allowed:
         raise ValueError(f"cannot write {out.name}: the file name must end in {', '.join(allowed)}")
-    return out
+    return check_writable(out)

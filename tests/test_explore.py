@@ -341,6 +341,10 @@ def test_cli_bad_inputs_are_clear_errors_and_write_nothing(main_dsn, tiny_ckpt, 
     before = traces()
     cases = [
         (["Hello", "--model", model, "-o", str(tmp_path / "page.png")], "file name must end in .html"),
+        (["Hello", "--model", model, "-o", str(tmp_path / "no" / "such" / "p.html")], "there is no folder"),
+        (["Hello", "--model", model, "-o", str(tmp_path)], "file name must end in .html"),
+        (["Hello", "--model", model, "--top-k", "0", "-o", str(tmp_path / "e.html")], "from 1 to 100, got 0"),
+        (["Hello", "--model", model, "--ablate", "\u00b2.1", "-o", str(tmp_path / "f.html")], "layer.head pairs"),
         (["Hello", "--model", "no_such_model", "-o", str(tmp_path / "a.html")], "no_such_model"),
         (["--trace", "987654", "--model", model, "-o", str(tmp_path / "b.html")], "no trace 987654"),
         (["Hello", "--model", model, "--ablate", "5.0", "-o", str(tmp_path / "c.html")],
@@ -349,9 +353,45 @@ def test_cli_bad_inputs_are_clear_errors_and_write_nothing(main_dsn, tiny_ckpt, 
     ]
     for args, message in cases:
         r = run(*args)
-        assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    show = subprocess.run([*CLI, "show", "attention", "--prompt", "hi", "--model", model, "--layer", "9",
+                           "-o", str(tmp_path / "g.html"), "--dsn", main_dsn], capture_output=True, text=True, timeout=300)
+    assert show.returncode == 1 and "no layer 9, head 0: its layers are 0..1, its heads 0..3" in show.stderr, show.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []           # no page, no temporary file left
     assert traces() == before                                          # and no trace
+
+
+def test_hints_quote_a_model_name_that_needs_it(main_dsn, tiny_ckpt):
+    """A model named like an SQL keyword: every printed hint runs as written."""
+    model = ensure_model(main_dsn, tiny_ckpt, "order", "sql")
+    run = subprocess.run([*CLI, "trace", "Hello", "--model", model, "--dsn", main_dsn],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    hints = [line.strip() for line in run.stdout.splitlines() if line.strip().startswith("SELECT")]
+    assert len(hints) == 3 and all('"order".' in h for h in hints), run.stdout
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        for h in hints:
+            assert conn.execute(h).fetchall()
+
+
+def test_page_of_a_prompt_with_markup_and_control_characters(tiny, browser, tmp_path):
+    """'<!--<script' inside the inline JSON must not swallow the page's script; a token holding CR
+    must not end a copy-SQL comment early: every stage's SQL still runs and returns its value."""
+    dsn, model = tiny
+    prompt = "<!--<script> hi & </script>\r\nworld\x0b\x85"
+    with Client(dsn) as client:
+        trace = client.model(model).trace(prompt)
+        out = explore.write_page(trace, tmp_path / "markup.html", k=3)
+    open_page(browser, out)
+    from selenium.webdriver.common.by import By
+
+    assert prompt.replace("\r\n", " ")[:20] in browser.find_element(By.TAG_NAME, "h1").text.replace("\\r\\n", " ")
+    cells = all_cells(browser)
+    assert all("\r" not in c["sql"].split("\n")[0] for c in cells)
+    kernel = kernel_of(dsn, model)
+    counts = check_sample(dsn, cells, 3, lambda stage, want: 1e-9 if kernel == "sql" or stage not in FLOAT32
+                          else 1e-5 * max(1.0, abs(want)))
+    assert counts["token"] == len(trace.tokens)
 
 
 @pytest.mark.skipif(os.environ.get("GPT2SQL_TEST_124M", "1") == "0",
