@@ -303,9 +303,13 @@ def cmd_explore(args) -> int:
     from . import explore
     from .client import Client
 
+    explore.check_top_k(args.top_k)
+    if args.serve:
+        return _serve(args)
+    if args.output is None:
+        raise ValueError("explore writes a page: give its file with -o PAGE.html (or use --serve for a live page)")
     out = explore.check_output(args.output)                 # before any work: a bad name costs no trace
     pairs = explore.parse_ablate(args.ablate)
-    explore.check_top_k(args.top_k)
     with Client(args.dsn) as client:
         model = client.model(args.model)
         if pairs:                                           # checked before anything is traced
@@ -315,6 +319,18 @@ def cmd_explore(args) -> int:
     size = written.stat().st_size
     print(f"wrote {written} ({size / 1e6:.1f} MB): trace {trace.id} of model {model.name}"
           + (f", beside an ablated twin ({args.ablate})" if pairs else ""))
+    return 0
+
+
+def _serve(args) -> int:
+    from . import serve
+
+    if args.output is not None or args.ablate is not None:
+        raise ValueError("--serve makes a live page: choose heads to ablate in it, and drop -o")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be from 0 to 65535, got {args.port}")
+    serve.serve(resolve_dsn(args.dsn), args.model, port=args.port, reader_dsn=args.reader_dsn,
+                reader_role=args.reader_role, k=args.top_k, on_ready=lambda line: print(line, flush=True))
     return 0
 
 
@@ -418,11 +434,20 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("prompt", nargs="?", help="trace this prompt")
     which.add_argument("--trace", type=int, help="an existing trace id")
+    which.add_argument("--serve", action="store_true",
+                       help="a live page instead: type prompts, ablate heads, step generation, run the SQL "
+                            "(a local web server on 127.0.0.1; its URL carries a token)")
     p.add_argument("--model", default="gpt2")
     p.add_argument("--ablate", help="what-if: layer.head pairs whose output is zeroed, e.g. 0.1,1.3; "
                                     "the page shows the changed model beside the original")
     p.add_argument("--top-k", type=int, default=10, help="next-token predictions shown per position (default 10)")
-    p.add_argument("-o", "--output", required=True, help="the page to write (.html)")
+    p.add_argument("-o", "--output", help="the page to write (.html); required unless --serve")
+    p.add_argument("--port", type=int, default=8765, help="with --serve: the port on 127.0.0.1 (0: any free one)")
+    p.add_argument("--reader-role", default="gpt2sql_explorer",
+                   help="with --serve: the login role the learner's SQL runs as, created with only the "
+                        "reader grants if missing (default gpt2sql_explorer)")
+    p.add_argument("--reader-dsn", help="with --serve: connect as this role for the learner's SQL instead "
+                                        "(it needs the reader grants: gpt2sql grant-reader)")
     _add_dsn(p)
     p.set_defaults(func=cmd_explore)
 

@@ -12,6 +12,7 @@ All arithmetic happens in PostgreSQL; prompts and options are always bound param
 
 from __future__ import annotations
 
+import html
 import json
 import numbers
 import queue
@@ -168,6 +169,13 @@ def _check_text(value: str, what: str = "prompt") -> str:
     return value
 
 
+def _check_tokens(tokens: Sequence[int]) -> list[int]:
+    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence) or \
+            not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+        raise TypeError(f"tokens must be a list of int, not {tokens!r:.60}")
+    return list(tokens)
+
+
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
         raise TypeError(f"prompts must be a list of str, not {type(prompts).__name__}")
@@ -271,16 +279,20 @@ class Model:
         return self.query("SELECT {m}.perplexity(%s)", (_check_text(text, "text"),))[0][0]
 
     # -- looking inside -------------------------------------------------------------------
-    def trace(self, prompt: str, keep: str | None = None,
+    def trace(self, prompt: str | Sequence[int], keep: str | None = None,
               ablate: Sequence[tuple[int, int]] | None = None) -> "Trace":
-        """Run one forward pass over ``prompt`` keeping every intermediate value (see Trace);
-        ``keep`` is how long to keep them, as a PostgreSQL interval ('1 day' by default);
-        ``ablate`` lists (layer, head) pairs whose output is zeroed: a trace of the changed model."""
+        """Run one forward pass over ``prompt`` (a text, or its tokens) keeping every intermediate
+        value (see Trace); ``keep`` is how long to keep them, as a PostgreSQL interval ('1 day' by
+        default); ``ablate`` lists (layer, head) pairs whose output is zeroed: a trace of the changed model."""
         pairs = [list(p) for p in ablate] if ablate else None
         if pairs is not None and any(len(p) != 2 for p in pairs):
             raise ValueError(f"ablate takes (layer, head) pairs, got {list(ablate)!r}")
-        trace_id = self.query("SELECT {m}.trace(%s, coalesce(%s::interval, '1 day'), %s::int[])",
-                              (_check_text(prompt), keep, pairs))[0][0]
+        if isinstance(prompt, str):
+            what, cast = _check_text(prompt), "text"
+        else:
+            what, cast = _check_tokens(prompt), "int[]"
+        trace_id = self.query("SELECT {m}.trace(%s::" + cast + ", coalesce(%s::interval, '1 day'), %s::int[])",
+                              (what, keep, pairs))[0][0]
         return Trace(self, trace_id)
 
     def get_trace(self, trace_id: int) -> "Trace":
@@ -411,6 +423,14 @@ class Trace:
 
     def drop(self) -> bool:
         return self.model.query("SELECT {m}.drop_trace(%s)", (self.id,))[0][0]
+
+    def _repr_html_(self) -> str:
+        """In Jupyter, a trace shows as the explorer's page (gpt2sql explore), inline in a frame."""
+        from . import explore
+
+        page = explore.render(explore.collect(self))
+        return (f'<iframe title="{html.escape(repr(self))}" srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" '
+                'style="width: 100%; height: 760px; border: 1px solid #ddd"></iframe>')
 
 
 class Client:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -117,6 +116,7 @@ def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
         "lens": lens,
         "k": k,
         "compare": None,
+        "walkthrough": walkthrough_uri(),
     }
     if ablated is not None:
         data["compare"] = {
@@ -130,6 +130,17 @@ def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
     return data
 
 
+def walkthrough_file() -> Path | None:
+    """docs/walkthrough.md of the checkout gpt2sql runs from (an editable install), if there is one."""
+    path = Path(__file__).resolve().parent.parent / "docs" / "walkthrough.md"
+    return path if path.is_file() else None
+
+
+def walkthrough_uri() -> str | None:
+    path = walkthrough_file()
+    return path.as_uri() if path else None
+
+
 def json_for_script(data: dict) -> str:
     """JSON safe inside <script>: no '<', '>' or '&' at all, so neither '</script' nor '<!--' can
     change how the HTML parser reads the element (JSON.parse reads the \\u escapes back)."""
@@ -137,13 +148,19 @@ def json_for_script(data: dict) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def render(data: dict) -> str:
+def render(data: dict, title: str | None = None) -> str:
+    """The page: its style, script and ``data`` inline."""
     here = Path(__file__).resolve().parent
-    title = f"{data['model']}: inside the forward pass of {data['prompt']!r}"
+    title = title or f"{data['model']}: inside the forward pass of {data['prompt']!r}"
     return (PAGE.replace("{title}", html.escape(title))
                 .replace("{style}", (here / "explore.css").read_text(encoding="utf-8"))
                 .replace("{script}", (here / "explore.js").read_text(encoding="utf-8"))
                 .replace("{data}", json_for_script(data)))
+
+
+def ablated_twin(trace: Trace, ablate: Sequence[tuple[int, int]]) -> Trace:
+    """A trace of the same tokens with the output of the (layer, head) pairs in ``ablate`` zeroed."""
+    return trace.model.trace(trace.tokens, ablate=ablate)
 
 
 def write_page(trace: Trace, out: str | Path, ablate: Sequence[tuple[int, int]] = (), k: int = TOP_K) -> Path:
@@ -152,11 +169,7 @@ def write_page(trace: Trace, out: str | Path, ablate: Sequence[tuple[int, int]] 
     The file is written whole or not at all."""
     out = check_output(out)
     check_top_k(k)
-    ablated = None
-    if ablate:                                      # the same tokens, those heads zeroed
-        pairs = [list(p) for p in ablate]
-        twin = trace.model.query("SELECT {m}.trace(%s::int[], '1 day'::interval, %s::int[])", (trace.tokens, pairs))
-        ablated = Trace(trace.model, twin[0][0])
+    ablated = ablated_twin(trace, ablate) if ablate else None
     return write_text(out, render(collect(trace, ablated, k)))
 
 
@@ -168,9 +181,9 @@ PAGE = """<!DOCTYPE html>
 {style}
 </style></head>
 <body>
-<div id="page"><main id="walk"></main>
+<div id="page"><main id="walk"><div id="controls"></div><div id="walk-body"></div></main>
 <aside id="inspector" aria-live="polite"><p class="hint">Hover or focus any value to see how it was
-computed and the SQL that recomputes it; click it to copy that SQL.</p></aside></div>
+computed and the SQL that recomputes it; click it to keep it here and copy that SQL.</p></aside></div>
 <script type="application/json" id="data">{data}</script>
 <script>
 {script}

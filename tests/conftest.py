@@ -148,3 +148,13 @@ def tol(tiny) -> float:
 def conn(dsn):
     with psycopg.connect(dsn, autocommit=True) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium through chromedriver, shared by the page tests (tests/pages.py)."""
+    from pages import start_browser
+
+    driver, stop = start_browser()
+    yield driver
+    stop()

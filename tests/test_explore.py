@@ -5,15 +5,10 @@ must return its data-value."""
 
 from __future__ import annotations
 
-import collections
 import os
-import random
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -24,12 +19,12 @@ from conftest import ensure_model, kernel_model_name, kernel_of
 from gpt2sql import explore
 from gpt2sql.client import Client
 from gpt2sql.loader.checkpoint import demo_model_dir
+from pages import all_cells, check_sample, open_page
 
 PROMPT = "Hello, my name is John. I like SQL"
 DEMO_PROMPT = "The module is imported by the"
 TOL = 1e-4                        # ablated trace vs NumPy with the head zeroed (the issue's bar)
 CLI = [sys.executable, "-m", "gpt2sql.cli"]
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # on the vector kernel pgvector computes the matrix products and attention's weighted sums in float32;
 # the page's SQL recomputes them in float64
 FLOAT32 = {"q", "k", "v", "attn_heads", "attn_out", "mlp_fc", "mlp_out", "logit"}
@@ -149,64 +144,6 @@ def test_compare_needs_two_traces_of_the_same_tokens(ablation):
 # ---------------------------------------------------------------------------------------------
 # The page in a real browser
 # ---------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium through chromedriver (Debian: apt-get install chromium chromium-driver)."""
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    if missing:
-        pytest.fail(f"the browser tests need Debian's chromium and chromium-driver ({', '.join(missing)} missing): "
-                    "apt-get install chromium chromium-driver", pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="gpt2sql-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1500,1000", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def open_page(browser, path: Path) -> None:
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser.get(path.resolve().as_uri())
-    try:  # a big page's script may still be running when get() returns; 30 s is far above its ~1 s
-        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return window.explorerReady") is not None)
-    except TimeoutException as exc:
-        raise AssertionError("the page's script did not finish") from exc
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    assert errors == [], errors
-
-
-def all_cells(browser) -> list[dict]:
-    browser.execute_script("document.getElementById('open-all').click()")
-    return browser.execute_script("return Array.from(document.querySelectorAll('.v')).map(e => "
-                                  "({stage: e.dataset.stage, value: e.dataset.value, sql: e.dataset.sql}))")
-
-
-def check_sample(dsn, cells, per_stage: int, tol_for) -> dict[str, int]:
-    """Run the data-sql of a seeded sample of each stage's cells; each must return its data-value."""
-    by_stage = collections.defaultdict(list)
-    for c in cells:
-        by_stage[c["stage"]].append(c)
-    rnd = random.Random(7)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for stage, group in by_stage.items():
-            for c in rnd.sample(group, min(per_stage, len(group))):
-                got = conn.execute(c["sql"]).fetchone()[0]        # as is: no search_path, schema-qualified
-                want = float(c["value"])
-                assert abs(float(got) - want) <= tol_for(stage, want), (stage, got, want, c["sql"])
-    return {s: len(g) for s, g in by_stage.items()}
-
 
 @pytest.fixture(scope="module")
 def demo_page(main_dsn, tmp_path_factory):
@@ -420,3 +357,25 @@ def test_page_of_the_124m_shape(main_dsn, ckpt_124m, browser, tmp_path):
         return 1e-9 if kernel == "sql" or stage not in FLOAT32 else 1e-5 * max(1.0, abs(want))
 
     check_sample(main_dsn, cells, 2, tol)
+
+
+def test_a_trace_shows_as_the_page_in_a_notebook(tiny, browser, tmp_path):
+    """Trace._repr_html_ (what Jupyter calls): the self-contained page in a sandboxed frame."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dsn, model = tiny
+    with Client(dsn) as client:
+        trace = client.model(model).trace(PROMPT)
+        cell = trace._repr_html_()
+    assert cell.startswith("<iframe") and 'sandbox="allow-scripts"' in cell and "<script" not in cell
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text(f"<!DOCTYPE html><html><body><h1>a notebook</h1>{cell}</body></html>", encoding="utf-8")
+    browser.get(notebook.as_uri())
+    browser.switch_to.frame(browser.find_element("tag name", "iframe"))
+    try:
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return window.explorerReady") is not None)
+        tokens = browser.execute_script("return Array.from(document.querySelectorAll('.v[data-stage=token]'), e => Number(e.dataset.value))")
+        assert tokens == trace.tokens
+        assert browser.execute_script("return document.querySelectorAll('.v[data-stage=weight]').length") > 0
+    finally:
+        browser.switch_to.default_content()
