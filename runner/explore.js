@@ -313,7 +313,7 @@
   }
   // one row of cells: dimensions from..to-1 of stage (layer) at position p
   function strip(stage, layer, p, row, from, to, scale, headStarts) {
-    let out = `<div class="strip">`;
+    let out = `<div class="strip" style="--n:${to - from}">`;
     for (let j = from; j < to; j++) {
       const hs = headStarts && j > from && j % HD === 0 ? "hs" : "";
       out += cell("span", { s: stage, l: layer, p, i: j }, row[j], diverging(row[j], scale), "", hs);
@@ -666,8 +666,27 @@
     pinned = el; show(el);
     el.focus({ preventScroll: true });
   });
+  walkEl.addEventListener("click", (e) => {               // a head of the overview opens its detail
+    const b = e.target.closest(".open-head");
+    if (!b) return;
+    const d = document.getElementById(`head-${b.dataset.layer}-${b.dataset.head}`);
+    d.open = true;
+    d.scrollIntoView({ block: "start" });
+    const first = d.querySelector(".v");
+    if (first) first.focus({ preventScroll: true });
+  });
+  // the value drawn under the pointer: in a strip of one-pixel cells the browser's hit test can
+  // disagree by one with what it painted (cells start at fractions of a pixel), so a strip's cell
+  // is found from the pointer's pixel column instead
+  function cellAt(e) {
+    const strip = e.target.closest(".strip");
+    if (!strip) return e.target.closest(".v");
+    const first = strip.firstElementChild.getBoundingClientRect();
+    const i = Math.floor((e.clientX - Math.round(first.left)) / first.width);
+    return strip.children[Math.max(0, Math.min(strip.children.length - 1, i))];
+  }
   walkEl.addEventListener("mouseover", (e) => {
-    const el = e.target.closest(".v");
+    const el = cellAt(e);
     if (!el) return;
     if (!pinned) show(el);
   });
@@ -676,7 +695,7 @@
     if (el) { if (pinned) pinned = el; show(el); }
   });
   walkEl.addEventListener("click", (e) => {
-    const el = e.target.closest(".v");
+    const el = cellAt(e);
     if (el) { pinned = el; show(el); copy(el.dataset.sql); }
   });
   // the arrow keys move along a row (left, right) and between rows (up, down)

@@ -379,3 +379,71 @@ def test_a_trace_shows_as_the_page_in_a_notebook(tiny, browser, tmp_path):
         assert browser.execute_script("return document.querySelectorAll('.v[data-stage=weight]').length") > 0
     finally:
         browser.switch_to.default_content()
+
+
+def test_page_reads_as_a_learner_needs(demo_page, browser):
+    """What each stage is for, labelled attention grids and an overview that opens a head, headers
+    that stay inside their tables, headed prediction tables, legends with each strip's range, a wide
+    row's neighbours to pick from, the arrow keys, and one counting convention."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _, _, out = demo_page
+    open_page(browser, out)
+    browser.execute_script("document.getElementById('open-all').click()")
+    teach = browser.execute_script("return Array.from(document.querySelectorAll('p.teach'), p => p.textContent)")
+    assert len(teach) >= 10 and any("causal" in t for t in teach) and any("KV" not in t and "wte" in t for t in teach)
+    assert all("walkthrough" in t for t in teach)
+    # attention: labelled grids with numbers in their cells; the overview opens a head
+    caps = browser.execute_script("return Array.from(document.querySelectorAll('#head-2-1 figcaption'), f => f.textContent)")
+    assert caps[0].startswith("scores q\u00b7k/\u221a32") and caps[1].startswith("weights (softmax")
+    weight = browser.find_element(By.CSS_SELECTOR, '#head-2-1 .v[data-stage="weight"][data-pos="3"][data-key="1"]')
+    assert weight.text == f"{float(weight.get_attribute('data-value')):.2f}"
+    browser.execute_script("document.getElementById('head-2-1').open = false")
+    thumb = browser.find_element(By.CSS_SELECTOR, '.open-head[data-layer="2"][data-head="1"]')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", thumb)
+    thumb.click()
+    assert browser.find_element(By.ID, "head-2-1").get_attribute("open") is not None
+    # rotated column headers stay inside their own header row
+    spill = browser.execute_script("""
+        return Array.from(document.querySelectorAll('table.grid th.col span')).filter(s => {
+            const r = s.getBoundingClientRect(), th = s.closest('th').getBoundingClientRect();
+            return r.width > 0 && (r.top < th.top - 1 || r.bottom > th.bottom + 1); }).length""")
+    assert spill == 0
+    heads = browser.execute_script("return Array.from(document.querySelector('table.preds').rows[0].cells, c => c.textContent)")
+    assert heads == ["rank", "token", "id", "logit", "probability"]
+    # a strip's legend prints its range
+    legend, values = browser.execute_script("""
+        const h = Array.from(document.querySelectorAll('#s-embeddings h3')).find(h => h.textContent.startsWith('embedding x'));
+        const rows = h.nextElementSibling.matches('.rows') ? h.nextElementSibling : h.parentElement.querySelector('.rows');
+        return [h.querySelector('.legend').textContent,
+                Array.from(document.querySelectorAll('#s-embeddings .v[data-stage=embedding]'), e => Number(e.dataset.value))]""")
+    lo, hi = re.search(r"min (\S+) .*max (\S+) ", legend).groups()
+    assert float(lo) == pytest.approx(min(values), abs=1e-5) and float(hi) == pytest.approx(max(values), abs=1e-5)
+    # a wide row: click a value, pick a neighbour in the panel, move on with the arrow keys
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    cell = browser.find_element(By.CSS_SELECTOR, '.v[data-stage="mlp_fc"][data-layer="0"][data-pos="2"][data-dim="100"]')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+    ActionChains(browser).move_to_element(cell).click().perform()     # the pointer on unit 100, one pixel wide
+    inspector = browser.find_element(By.ID, "inspector")
+    picks = inspector.find_elements(By.CSS_SELECTOR, ".zv")
+    assert [p.text for p in picks] == [str(d) for d in range(92, 109)]
+    picks[11].click()                                                 # dimension 103
+    assert "dimension 103" in inspector.text and "kept" in inspector.text
+    want = browser.find_element(By.CSS_SELECTOR, '.v[data-stage="mlp_fc"][data-layer="0"][data-pos="2"][data-dim="103"]')
+    assert want.get_attribute("data-value") in inspector.text
+    browser.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    assert "dimension 104" in inspector.text
+    browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    assert "position 3" in inspector.text and "dimension 104" in inspector.text
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    assert "kept" not in inspector.text
+    # one counting convention: blocks, not layers; the SQL says where arrays count from 1
+    sqls = browser.execute_script("return Array.from(document.querySelectorAll('.v'), e => e.dataset.sql)")
+    assert not any(re.search(r"^-- .*\blayer \d", s) for s in sqls)
+    for s in sqls:
+        for name, n in re.findall(r"\b(tokens|value)\[(\d+)\]", s.split("\n", 2)[-1]):
+            assert f"{name}[{n}] is {'position' if name == 'tokens' else 'element'} {int(n) - 1}" in s, s
+    lens = next(s for s in sqls if "logit_lens(" in s and "WHERE layer = 4" in s)
+    assert "after block 3 is layer 4" in lens

@@ -158,6 +158,8 @@ def test_type_a_prompt_and_see_its_walk(live, demo, browser, tmp_path):
 
 def test_run_on_cells_of_every_stage_returns_the_stored_value(live, browser):
     """"run" on a kept cell executes its SQL as the reader role and shows the result beside the value."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
     open_page(browser, live.url)
     walk(browser, PROMPT)
     browser.execute_script("document.getElementById('open-all').click()")
@@ -167,7 +169,7 @@ def test_run_on_cells_of_every_stage_returns_the_stored_value(live, browser):
     for stage in stages:
         cell = browser.execute_script(f"const all = document.querySelectorAll('.v[data-stage={stage}]'); "
                                       "const e = all[Math.floor(all.length / 2)]; e.scrollIntoView({block: 'center'}); return e")
-        cell.click()                                                  # keeps it in the inspector
+        ActionChains(browser).move_to_element(cell).click().perform()  # keeps it in the inspector
         browser.find_element("id", "run").click()
         wait_for(browser, lambda b: b.find_element("id", "run-result").text not in ("", "running\u2026"), f"run {stage}")
         result = browser.find_element("id", "run-result").text
