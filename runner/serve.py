@@ -335,10 +335,10 @@ def serve(dsn: str, model: str, port: int = 8765, reader_dsn: str | None = None,
     app = make_app(LiveExplorer(client.dsn, model, reader_dsn, k), token)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     host, bound = sock.getsockname()
-    on_ready(f"the live explorer of model {model}: http://{host}:{bound}/?token={token}\n"
-             f"(listening on 127.0.0.1 only; Ctrl-C stops it)")
-    try:
+    try:                            # Ctrl-C is the usual way out (uvicorn shuts down, then raises it again)
+        on_ready(f"the live explorer of model {model}: http://{host}:{bound}/?token={token}\n"
+                 f"(listening on 127.0.0.1 only; Ctrl-C stops it)")
         server.run(sockets=[sock])
-    except KeyboardInterrupt:       # uvicorn shuts down on Ctrl-C, then raises it again: the usual way out
-        pass
+    except KeyboardInterrupt:
+        sock.close()
     on_ready("the live explorer stopped")

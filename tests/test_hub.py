@@ -5,45 +5,19 @@ unreachable hub is a clear error saying how to load a local folder instead."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import psycopg
 import pytest
 
 import reference_gpt2 as ref
 from gpt2sql.loader.checkpoint import write_random_checkpoint
-from hub_standin import Hub
+from hub_standin import NEEDED, Hub, repo_files
 from reference_tokenizer import encode
 
 CLI = [sys.executable, "-m", "gpt2sql.cli"]
-# config.json as openai-community/gpt2 has it, with the tiny shapes (the loader must ignore the rest)
-GPT2_CONFIG = {
-    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
-    "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
-    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 128, "n_embd": 64, "n_head": 4,
-    "n_layer": 2, "n_positions": 128, "resid_pdrop": 0.1, "summary_activation": None,
-    "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
-    "summary_use_proj": True, "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
-    "vocab_size": 50257,
-}
-# the other files openai-community/gpt2 holds, which gpt2sql must not download
-OTHER_FILES = ["README.md", ".gitattributes", "64-8bits.tflite", "64-fp16.tflite", "64.tflite",
-               "flax_model.msgpack", "generation_config.json", "onnx/decoder_model.onnx", "pytorch_model.bin",
-               "rust_model.ot", "tf_model.h5", "tokenizer.json", "tokenizer_config.json"]
-NEEDED = {"config.json", "model.safetensors", "vocab.json", "merges.txt"}
-
-
-def repo_files(folder: Path) -> dict[str, bytes]:
-    files = {n: (folder / n).read_bytes() for n in ("model.safetensors", "vocab.json", "merges.txt")}
-    files["config.json"] = json.dumps(GPT2_CONFIG, indent=2).encode()
-    files.update({n: b"not needed by gpt2sql: " + n.encode() for n in OTHER_FILES})
-    return files
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
