@@ -105,6 +105,27 @@ def test_every_function_table_and_view_is_described_for_psql(tiny):
     assert generate.startswith("prompt -> (step) -> token, piece, finish")
 
 
+# what people call: each one's description names every argument it takes
+USER_API = ["generate", "generate_batch", "complete", "next_token_probs", "score", "perplexity", "tokenize",
+            "tokenize_trace", "detokenize", "next_token_logits", "trace", "drop_trace", "drop_traces",
+            "attention_pattern", "top_predictions", "token_probability", "logit_lens", "compare_traces",
+            "compare_residuals"]
+
+
+def test_the_functions_people_call_describe_every_argument(tiny):
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT p.proname, p.proargnames, p.proargmodes, obj_description(p.oid, 'pg_proc') "
+                            "  FROM pg_proc AS p WHERE p.pronamespace = %s::regnamespace AND p.proname = ANY(%s)",
+                            (model, USER_API)).fetchall()
+    assert {r[0] for r in rows} == set(USER_API)
+    missing = []
+    for name, args, modes, text in rows:
+        inputs = [a for a, m in zip(args or [], modes or ["i"] * len(args or [])) if m in ("i", "b", "v")]
+        missing += [f"{name}: {a}" for a in inputs if not re.search(rf"\b{re.escape(a)}\b", text)]
+    assert missing == []
+
+
 def test_the_sql_reference_is_up_to_date():
     """docs/sql.md is generated from the same comments the loader stores (docs/make_sql_reference.py)."""
     import subprocess

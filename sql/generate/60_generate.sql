@@ -82,7 +82,17 @@ BEGIN
 END
 $$;
 
--- Prompts -> (prompt_index, step) -> token, piece, finish: every prompt's continuation. All
+-- Prompts -> (prompt_index, step) -> token, piece, finish: every prompt's continuation.
+--   prompts         1 to max_batch_prompts() (64) non-empty texts
+--   max_new_tokens  tokens to add to each, 1 to max_new_tokens_limit() (100,000); fewer where the
+--                   model's n_positions run out (finish 'context_full')
+--   temperature     0 = greedy (always the likeliest token); > 0: sample from softmax(logits / temperature)
+--   top_k           sample among the k likeliest tokens only, k >= 1 (NULL: all)
+--   top_p           sample among the likeliest tokens whose probabilities add up to top_p, in (0, 1] (NULL: 1)
+--   seed            in [-1, 1]: setseed(seed) first, so a sampled run repeats (NULL: not seeded)
+--   stop            a text that ends a sequence where it appears, cut before it (NULL: none)
+-- step counts from 1; piece is the text the token adds (a character split across tokens comes
+-- whole with its last token); finish is NULL but on a sequence's last row. All
 -- sequences advance together: each step runs the model once for every unfinished sequence (their
 -- new positions go through the same product queries, each with its own KV cache and position:
 -- forward_batch), so the weights are read once per step, not once per prompt. Each sequence stops
@@ -189,7 +199,10 @@ BEGIN
 END
 $$;
 
--- prompt -> (step) -> token, piece, finish: the continuation of one prompt (generate_batch's case of one)
+-- prompt -> (step) -> token, piece, finish: the continuation of one prompt, generate_batch's case
+-- of one; the arguments are generate_batch's: prompt (non-empty text), max_new_tokens (1 to 100,000),
+-- temperature (0 = greedy, > 0 samples), top_k (>= 1 or NULL), top_p ((0, 1] or NULL), seed
+-- ([-1, 1] or NULL), stop (text or NULL)
 CREATE FUNCTION generate(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                          stop text DEFAULT NULL)
@@ -202,7 +215,8 @@ BEGIN ATOMIC
      ORDER BY g.step;
 END;
 
--- prompt + continuation as one text
+-- prompt + continuation as one text; the arguments are generate's (prompt, max_new_tokens,
+-- temperature, top_k, top_p, seed, stop)
 CREATE FUNCTION complete(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                          stop text DEFAULT NULL)
@@ -214,7 +228,8 @@ BEGIN ATOMIC
       FROM generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop) AS g;
 END;
 
--- (rank) -> token, piece, probability: the k most likely next tokens after the prompt
+-- (rank) -> token, piece, probability: the k most likely next tokens after the prompt (a non-empty
+-- text); k from 1 to the vocabulary's size; rank counts from 1, probability is in [0, 1]
 CREATE FUNCTION next_token_probs(prompt text, k int DEFAULT 10)
 RETURNS TABLE (rank int, token int, piece text, probability float8)
 LANGUAGE plpgsql STABLE PARALLEL SAFE

@@ -45,7 +45,10 @@ BEGIN
 END
 $$;
 
--- (position) -> token, piece, logprob, rank: every token of the text, at its position in what the
+-- (position) -> token, piece, logprob, rank: every token of txt (a non-empty text of up to 100,000
+-- characters; longer than the context, it is scored in sliding windows); logprob is the natural
+-- log of the token's probability given the tokens before it (<= 0), rank its place among all
+-- candidates (1 = the model's first choice). Each token is at its position in what the
 -- model reads: position 0 is the <|endoftext|> the text is scored after, so the text's tokens are
 -- at 1, 2, ... (as a trace of '<|endoftext|>' || text would number them)
 CREATE FUNCTION score(txt text)
@@ -88,8 +91,8 @@ BEGIN
 END
 $$;
 
--- exp(-mean logprob) over the text's tokens (Infinity past float8's range, where exp() would raise
--- an overflow error)
+-- exp(-mean logprob) over the tokens of txt (as score takes it): >= 1, lower is likelier (Infinity
+-- past float8's range, where exp() would raise an overflow error)
 CREATE FUNCTION perplexity(txt text)
 RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE

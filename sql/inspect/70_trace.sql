@@ -286,8 +286,9 @@ BEGIN ATOMIC
                     WHERE tr.trace_id = id AND tr.ablate[i][1] = layer AND tr.ablate[i][2] = head);
 END;
 
--- tokens -> trace_id: one forward pass over all the tokens, every stage stored;
--- the heads listed in ablate ([n][2] (layer, head) pairs) output zeros
+-- tokens -> trace_id: one forward pass over all the tokens (1 to n_positions token ids), every
+-- stage stored (trace_stages), kept for keep (an interval; the next trace() deletes expired ones);
+-- the heads listed in ablate ([n][2] (layer, head) pairs, each counted from 0) output zeros
 CREATE FUNCTION trace(tokens int[], keep interval DEFAULT '1 day', ablate int[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -349,14 +350,14 @@ BEGIN
 END
 $$;
 
--- prompt -> trace_id
+-- prompt -> trace_id: trace(tokenize(prompt), keep, ablate), for a non-empty text
 CREATE FUNCTION trace(prompt text, keep interval DEFAULT '1 day', ablate int[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path FROM CURRENT
 RETURN trace(tokenize(prompt), keep, ablate);
 
--- deletes one trace; false if there was none
+-- deletes the trace whose trace_id is id; false if there was none
 CREATE FUNCTION drop_trace(id bigint)
 RETURNS boolean
 LANGUAGE sql VOLATILE
@@ -366,7 +367,7 @@ BEGIN ATOMIC
     SELECT count(*) > 0 FROM gone;
 END;
 
--- deletes every trace (or only the expired ones); returns how many went
+-- deletes every trace (with expired_only, only those past their expires_at); returns how many went
 CREATE FUNCTION drop_traces(expired_only boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE sql VOLATILE

@@ -77,7 +77,9 @@ BEGIN ATOMIC
      ORDER BY 1;
 END;
 
--- (position, key_position) -> weight: one head's attention matrix, with the tokens' text
+-- (position, key_position) -> score, weight: one head's attention matrix in trace trace_id, with
+-- the tokens' text; layer from 0 to n_layer - 1, head from 0 to n_head - 1; weights in [0, 1], each
+-- position's adding up to 1 over key_position <= position
 CREATE FUNCTION attention_pattern(trace_id bigint, layer int, head int)
 RETURNS TABLE ("position" int, key_position int, query_piece text, key_piece text, score float8, weight float8)
 LANGUAGE plpgsql STABLE
@@ -96,7 +98,8 @@ BEGIN
 END
 $$;
 
--- (rank) -> token, piece, logit, probability: the k likeliest tokens to follow position pos
+-- (rank) -> token, piece, logit, probability: the k likeliest tokens to follow position pos of trace
+-- trace_id (pos from 0, or negative from the end: -1 is the last); k from 1 to the vocabulary's size
 CREATE FUNCTION top_predictions(trace_id bigint, pos int, k int DEFAULT 10)
 RETURNS TABLE (rank int, token int, piece text, logit float8, probability float8)
 LANGUAGE plpgsql STABLE
@@ -118,7 +121,8 @@ BEGIN
 END
 $$;
 
--- (position) -> probability and rank of one token (the candidate) as the next token after each position
+-- (position) -> probability and rank of one token (the candidate, a token id) as the next token
+-- after each position of trace trace_id; rank 1 = the model's first choice
 CREATE FUNCTION token_probability(trace_id bigint, token int)
 RETURNS TABLE ("position" int, piece text, candidate text, probability float8, rank int)
 LANGUAGE plpgsql STABLE
@@ -140,7 +144,8 @@ BEGIN
 END
 $$;
 
--- the same for a token given as text, which must be exactly one token (e.g. ' the')
+-- the same over trace trace_id for a token given as text (token_text), which must be exactly one
+-- token (e.g. ' the')
 CREATE FUNCTION token_probability(trace_id bigint, token_text text)
 RETURNS TABLE ("position" int, piece text, candidate text, probability float8, rank int)
 LANGUAGE plpgsql STABLE
@@ -161,7 +166,8 @@ $$;
 -- `layer` blocks (layer 0 = the embeddings, layer n_layer = the final output) is put through
 -- ln_f and the LM head as if it were the last layer; at layer n_layer this is the model's own
 -- prediction. Costs one LM-head product per (layer, position) (docs/performance.md), so on big
--- models ask for one position (pos) at a time.
+-- models ask for one position (pos) at a time. trace_id: the trace; k: tokens per (layer,
+-- position), 1 to 100; pos: one position (from 0), NULL for all.
 CREATE FUNCTION logit_lens(trace_id bigint, k int DEFAULT 5, pos int DEFAULT NULL)
 RETURNS TABLE (layer int, "position" int, rank int, token int, piece text, probability float8)
 LANGUAGE plpgsql STABLE
@@ -214,7 +220,8 @@ $$;
 -- (position, rank) -> trace a's and trace b's rank-th likeliest next token after the position, their
 -- probabilities, how likely b finds a's token (probability_b_of_a), and how far b's residual stream
 -- is from a's at that position after the last block (stream_distance = ||x_b - x_a||, the same on
--- every rank; compare_residuals gives it after every sub-layer): what an ablation changed
+-- every rank; compare_residuals gives it after every sub-layer): what an ablation changed. a and b
+-- are trace ids of the same tokens; k, the ranks compared per position, is 1 to 100
 CREATE FUNCTION compare_traces(a bigint, b bigint, k int DEFAULT 5)
 RETURNS TABLE ("position" int, rank int, token_a int, piece_a text, probability_a float8,
                token_b int, piece_b text, probability_b float8, probability_b_of_a float8, stream_distance float8)
@@ -256,6 +263,7 @@ $$;
 -- (layer, sublayer, position) -> distance, norm_a: how far trace b's residual stream is from trace a's
 -- after each sub-layer ('attn', then 'mlp'), as the Euclidean distance ||x_b - x_a||, beside ||x_a||.
 -- Zero up to the first ablated head's sub-layer, then the change it makes and how it spreads.
+-- a and b are trace ids of the same tokens; layer counts blocks from 0.
 CREATE FUNCTION compare_residuals(a bigint, b bigint)
 RETURNS TABLE (layer int, sublayer text, "position" int, distance float8, norm_a float8)
 LANGUAGE plpgsql STABLE

@@ -139,7 +139,8 @@ BEGIN
 END
 $$;
 
--- (token) -> logit: the scores of every vocabulary entry for the position after the last token
+-- (token) -> logit: the scores of every vocabulary entry for the position after the last of
+-- tokens (1 to n_positions token ids); softmax of them is the next token's distribution
 CREATE FUNCTION next_token_logits(tokens int[])
 RETURNS TABLE (token int, logit float8)
 LANGUAGE sql STABLE PARALLEL SAFE

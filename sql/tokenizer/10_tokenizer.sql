@@ -159,7 +159,8 @@ BEGIN
 END
 $$;
 
--- text -> token ids. '<|endoftext|>' inside the text is ordinary text, not the special token.
+-- input text (up to max_text_chars(), 100,000 characters) -> its token ids, as GPT-2's tokenizer
+-- gives them. '<|endoftext|>' inside the text is ordinary text, not the special token.
 CREATE FUNCTION tokenize(input text)
 RETURNS int[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -187,7 +188,8 @@ BEGIN
 END
 $$;
 
--- (piece_index, step) -> how BPE built each piece: the symbols after each merge, the pair merged, its rank
+-- (piece_index, step) -> how BPE built each piece of input (a text, as tokenize takes it): the
+-- symbols after each merge, the pair merged, its rank (lower merges first); piece_index counts from 1
 CREATE FUNCTION tokenize_trace(input text)
 RETURNS TABLE (piece_index int, piece text, step int, symbols text[], merged_pair text, rank int, tokens int[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -253,7 +255,8 @@ BEGIN
 END
 $$;
 
--- token ids -> text; all tokens' bytes are decoded together, so a character split across tokens comes back whole
+-- tokens (token ids, 0 to vocab_size - 1) -> text; all tokens' bytes are decoded together, so a
+-- character split across tokens comes back whole
 CREATE FUNCTION detokenize(tokens int[])
 RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
