@@ -101,7 +101,8 @@ def cmd_drop(args) -> int:
 
 def _sampling(args) -> dict:
     return dict(max_new_tokens=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                seed=args.seed, stop=args.stop)
+                seed=args.seed, stop=args.stop, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                no_repeat_ngram_size=args.no_repeat_ngram_size, min_new_tokens=args.min_new_tokens)
 
 
 def cmd_generate(args) -> int:
@@ -390,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=float, default=None, help="in [-1, 1]; same seed, same tokens")
     p.add_argument("--stop", default=None, help="stop when this text appears")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="sample among tokens at least this fraction as likely as the likeliest, in [0, 1]")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 makes tokens already in the text less likely (transformers' rule; 1 = off)")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0,
+                   help="never repeat an n-gram of this size (0 = off)")
+    p.add_argument("--min-new-tokens", type=int, default=0, help="no <|endoftext|> before this many new tokens")
     _add_dsn(p)
     p.set_defaults(func=cmd_generate)
 

@@ -141,11 +141,15 @@ class SamplingOptions:
     top_p: float | None = None
     seed: float | None = None
     stop: str | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "top_k"):      # PostgreSQL int arguments: say which one is off
-            value = getattr(self, name)
-            if value is None and name == "top_k":
+        for name in ("max_new_tokens", "top_k", "no_repeat_ngram_size", "min_new_tokens"):  # PostgreSQL int
+            value = getattr(self, name)                                                    # arguments: say
+            if value is None and name == "top_k":                                          # which one is off
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -154,7 +158,9 @@ class SamplingOptions:
                                  f"({INT_MIN} .. {INT_MAX})")
 
     def params(self) -> tuple:
-        return (self.max_new_tokens, self.temperature, self.top_k, self.top_p, self.seed, self.stop)
+        """The options in the order generate and generate_batch take them after the prompt(s)."""
+        return (self.max_new_tokens, self.temperature, self.top_k, self.top_p, self.seed, self.stop, self.min_p,
+                self.repetition_penalty, self.no_repeat_ngram_size, self.min_new_tokens)
 
 
 def _check_text(value: str, what: str = "prompt") -> str:
@@ -183,8 +189,8 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
 
 
 # the model's generate() with the prompt and every SamplingOptions field as bound parameters
-GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s)"
-GENERATE_BATCH = "{m}.generate_batch(%s::text[], %s, %s, %s, %s, %s, %s)"
+GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+GENERATE_BATCH = "{m}.generate_batch(%s::text[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 class Model:

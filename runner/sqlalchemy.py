@@ -68,9 +68,12 @@ class ModelFunctions:
     def _function(self, name: str, *args, type_=None) -> ModelFunction:
         return ModelFunction(self.schema, name, *args, type_=type_)
 
-    def _sampling(self, max_new_tokens, temperature, top_k, top_p, seed, stop) -> list[ClauseElement]:
+    def _sampling(self, max_new_tokens, temperature, top_k, top_p, seed, stop, min_p=None, repetition_penalty=1.0,
+                  no_repeat_ngram_size=0, min_new_tokens=0) -> list[ClauseElement]:
         return [_arg(max_new_tokens, sa.Integer), _arg(temperature, sa.Float), _arg(top_k, sa.Integer),
-                _arg(top_p, sa.Float), _arg(seed, sa.Float), _arg(stop, sa.Text)]
+                _arg(top_p, sa.Float), _arg(seed, sa.Float), _arg(stop, sa.Text), _arg(min_p, sa.Float),
+                _arg(repetition_penalty, sa.Float), _arg(no_repeat_ngram_size, sa.Integer),
+                _arg(min_new_tokens, sa.Integer)]
 
     @staticmethod
     def _table(fn: ModelFunction, columns, alias: str | None):
@@ -78,10 +81,12 @@ class ModelFunctions:
 
     # -- scalar ---------------------------------------------------------------------------
     def complete(self, prompt, max_new_tokens=20, temperature=0.0, top_k=None, top_p=None, seed=None,
-                 stop=None) -> ModelFunction:
-        """prompt || its continuation (text)."""
+                 stop=None, **processors) -> ModelFunction:
+        """prompt || its continuation (text); processors: min_p, repetition_penalty, no_repeat_ngram_size,
+        min_new_tokens, as generate takes them."""
         return self._function("complete", _arg(prompt, sa.Text),
-                              *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop), type_=sa.Text)
+                              *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop, **processors),
+                              type_=sa.Text)
 
     def tokenize(self, text) -> ModelFunction:
         """token ids (int[])."""
@@ -97,17 +102,17 @@ class ModelFunctions:
 
     # -- table-valued -----------------------------------------------------------------------
     def generate(self, prompt, max_new_tokens=20, temperature=0.0, top_k=None, top_p=None, seed=None,
-                 stop=None, *, name: str | None = None):
+                 stop=None, *, name: str | None = None, **processors):
         """(step, token, piece, finish): one row per generated token."""
         fn = self._function("generate", _arg(prompt, sa.Text),
-                            *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop))
+                            *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop, **processors))
         return self._table(fn, GENERATE_COLUMNS, name)
 
     def generate_batch(self, prompts, max_new_tokens=20, temperature=0.0, top_k=None, top_p=None, seed=None,
-                       stop=None, *, name: str | None = None):
+                       stop=None, *, name: str | None = None, **processors):
         """(prompt_index, step, token, piece, finish): every prompt advancing together."""
         fn = self._function("generate_batch", _arg(prompts, sa.ARRAY(sa.Text)),
-                            *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop))
+                            *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop, **processors))
         return self._table(fn, (("prompt_index", sa.Integer),) + GENERATE_COLUMNS, name)
 
     def next_token_probs(self, prompt, k=10, *, name: str | None = None):

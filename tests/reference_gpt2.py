@@ -113,3 +113,34 @@ def logit_lens(tokens, cfg, p):  # [T] -> [n_layer + 1, T, V]: each layer's resi
     xs = [t["embedding", None]] + [t["residual_mlp", i] for i in range(cfg["n_layer"])]
     ln = lambda x: layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], cfg["layer_norm_epsilon"])
     return np.stack([ln(x) @ p["wte.weight"].T for x in xs])
+
+
+EOS = 50256   # <|endoftext|>
+
+
+def process_logits(logits, history, n_new, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0):
+    """transformers' RepetitionPenalty, NoRepeatNGram and MinNewTokensLength logits processors on one
+    sequence's next-token logits [V], written from their documented rules: history is the sequence so
+    far (prompt, then n_new generated tokens)."""
+    out = np.array(logits, dtype=np.float64)
+    if repetition_penalty != 1.0:                  # CTRL: divide a positive logit, multiply a negative one
+        seen = np.unique(np.array(history, dtype=np.int64))
+        score = out[seen]
+        out[seen] = np.where(score < 0, score * repetition_penalty, score / repetition_penalty)
+    n = no_repeat_ngram_size
+    if n > 0 and len(history) + 1 >= n:            # the n-grams seen, keyed by their first n - 1 tokens
+        ngrams: dict[tuple, set] = {}
+        for i in range(len(history) - n + 1):
+            ngrams.setdefault(tuple(history[i:i + n - 1]), set()).add(history[i + n - 1])
+        for t in ngrams.get(tuple(history[len(history) - n + 1:]) if n > 1 else (), ()):
+            out[t] = -np.inf
+    if n_new < min_new_tokens:
+        out[EOS] = -np.inf
+    return out
+
+
+def greedy_processed(tokens, n, cfg, p, **processors):  # [T] -> n new tokens, the processors applied
+    out = list(tokens)
+    for i in range(n):
+        out.append(int(np.argmax(process_logits(forward(out, cfg, p)[-1], out, i, **processors))))
+    return out[len(tokens):]

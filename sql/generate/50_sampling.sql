@@ -3,11 +3,14 @@
 --   greedy (temperature 0): argmax
 --   otherwise: p = softmax(logits / temperature), computed as exp((logit - max) / temperature) so
 --   that every temperature > 0 works, keep the top_k most likely, then the smallest
---   set whose probability reaches top_p (nucleus), renormalise and draw with random().
+--   set whose probability reaches top_p (nucleus), then those at least min_p times as likely as
+--   the likeliest, renormalise and draw with random(). The order is transformers' (temperature,
+--   top_k, top_p, min_p); the logits processors (55_processors.sql) come before all of them.
 --   Ties are broken by token id, so the order (and a seeded draw) is reproducible.
 
--- the sampling options are in range: temperature >= 0 (0 = greedy), top_k >= 1, top_p in (0, 1]
-CREATE FUNCTION check_sampling(temperature float8, top_k int, top_p float8) RETURNS void
+-- the sampling options are in range: temperature >= 0 (0 = greedy), top_k >= 1, top_p in (0, 1],
+-- min_p in [0, 1]
+CREATE FUNCTION check_sampling(temperature float8, top_k int, top_p float8, min_p float8 DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
@@ -22,6 +25,10 @@ BEGIN
     END IF;
     IF top_p IS NOT NULL AND NOT (top_p > 0 AND top_p <= 1) THEN
         RAISE EXCEPTION 'gpt2sql: top_p must be in (0, 1] (or NULL for no limit), got %', top_p
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF min_p IS NOT NULL AND NOT (min_p >= 0 AND min_p <= 1) THEN
+        RAISE EXCEPTION 'gpt2sql: min_p must be in [0, 1] (or NULL for no limit), got %', min_p
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END
@@ -41,8 +48,10 @@ RETURN CASE WHEN logit = top THEN 1
 
 -- (rank) -> token, probability: the distribution sampling draws from, most likely first. As the
 -- temperature goes to 0 it becomes greedy: all the probability on the highest logit (shared
--- equally where several tie for it)
-CREATE FUNCTION sampling_distribution(logits float8[], temperature float8, top_k int, top_p float8)
+-- equally where several tie for it). Tokens whose logit is -Infinity (a processor banned them)
+-- are left out.
+CREATE FUNCTION sampling_distribution(logits float8[], temperature float8, top_k int, top_p float8,
+                                      min_p float8 DEFAULT NULL)
 RETURNS TABLE (rank int, token int, probability float8)
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
@@ -51,6 +60,7 @@ BEGIN ATOMIC
                (u.k - 1)::int AS token,
                u.logit
           FROM unnest(logits) WITH ORDINALITY AS u(logit, k)
+         WHERE u.logit > '-Infinity'::float8
          ORDER BY u.logit DESC, u.k
          LIMIT top_k
     ),
@@ -58,24 +68,30 @@ BEGIN ATOMIC
         SELECT r.rank, r.token, scaled_exp(r.logit, first_value(r.logit) OVER (ORDER BY r.rank), temperature) AS e
           FROM ranked AS r
     ),
-    probs AS (                  -- (rank) -> softmax(logits / temperature)
-        SELECT e.rank, e.token, e.e / sum(e.e) OVER () AS p
+    probs AS (                  -- (rank) -> softmax(logits / temperature); e: as a fraction of the top one's
+        SELECT e.rank, e.token, e.e, e.e / sum(e.e) OVER () AS p
           FROM exps AS e
     ),
     nucleus AS (                -- (rank) -> p, for the smallest prefix whose mass reaches top_p
                                 -- (a token is kept while the mass before it is below top_p)
-        SELECT p.rank, p.token, p.p
+        SELECT p.rank, p.token, p.e, p.p
           FROM (SELECT probs.*, coalesce(sum(probs.p) OVER (ORDER BY probs.rank ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
                   FROM probs) AS p
          WHERE top_p IS NULL OR p.before < top_p
+    ),
+    kept AS (                   -- (rank) -> p, for the tokens at least min_p times as likely as the top one
+        SELECT n.rank, n.token, n.p
+          FROM nucleus AS n
+         WHERE min_p IS NULL OR n.e >= min_p
     )
-    SELECT n.rank, n.token, n.p / sum(n.p) OVER () FROM nucleus AS n ORDER BY n.rank;
+    SELECT k.rank, k.token, k.p / sum(k.p) OVER () FROM kept AS k ORDER BY k.rank;
 END;
 
 -- logits -> token id; draws with random() (seeded by the caller's setseed) unless temperature = 0.
 -- best: the greedy token when the caller already has it (lm_head finds it with the logits, and
 -- generation passes it on), so that greedy decoding does not go through the logits again.
-CREATE FUNCTION sample_token(logits float8[], temperature float8, top_k int, top_p float8, best int DEFAULT NULL)
+CREATE FUNCTION sample_token(logits float8[], temperature float8, top_k int, top_p float8, best int DEFAULT NULL,
+                             min_p float8 DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
@@ -96,12 +112,13 @@ BEGIN
     u := random();
     SELECT d.token INTO chosen  -- the first token whose cumulative probability exceeds u
       FROM (SELECT s.rank, s.token, sum(s.probability) OVER (ORDER BY s.rank) AS cum
-              FROM sampling_distribution(logits, temperature, top_k, top_p) AS s) AS d
+              FROM sampling_distribution(logits, temperature, top_k, top_p, min_p) AS s) AS d
      WHERE d.cum > u
      ORDER BY d.rank
      LIMIT 1;
     IF chosen IS NULL THEN      -- u above the last cumulative sum by rounding: the least likely kept token
-        SELECT s.token INTO chosen FROM sampling_distribution(logits, temperature, top_k, top_p) AS s
+        SELECT s.token INTO chosen FROM sampling_distribution(logits, temperature, top_k, top_p, min_p) AS s
+         WHERE s.probability > 0
          ORDER BY s.rank DESC LIMIT 1;
     END IF;
     RETURN chosen;

@@ -64,7 +64,8 @@ END
 $$;
 
 -- the options of generate_batch (and so of generate) are in range
-CREATE FUNCTION check_generation(max_new_tokens int, temperature float8, top_k int, top_p float8, seed float8)
+CREATE FUNCTION check_generation(max_new_tokens int, temperature float8, top_k int, top_p float8, seed float8,
+                                 min_p float8, repetition_penalty float8, no_repeat_ngram_size int, min_new_tokens int)
 RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
@@ -74,7 +75,8 @@ BEGIN
         RAISE EXCEPTION 'gpt2sql: max_new_tokens must be between 1 and %, got %', max_new_tokens_limit(), max_new_tokens
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM check_sampling(temperature, top_k, top_p);
+    PERFORM check_sampling(temperature, top_k, top_p, min_p);
+    PERFORM check_processors(repetition_penalty, no_repeat_ngram_size, min_new_tokens, max_new_tokens);
     IF seed IS NOT NULL AND NOT (seed BETWEEN -1 AND 1) THEN
         RAISE EXCEPTION 'gpt2sql: seed must be between -1 and 1 (PostgreSQL''s setseed range), got %', seed
             USING ERRCODE = 'invalid_parameter_value';
@@ -91,6 +93,9 @@ $$;
 --   top_p           sample among the likeliest tokens whose probabilities add up to top_p, in (0, 1] (NULL: 1)
 --   seed            in [-1, 1]: setseed(seed) first, so a sampled run repeats (NULL: not seeded)
 --   stop            a text that ends a sequence where it appears, cut before it (NULL: none)
+--   min_p           sample among the tokens at least min_p times as likely as the likeliest, in [0, 1]
+--   repetition_penalty, no_repeat_ngram_size, min_new_tokens: the logits processors of
+--                   55_processors.sql (1, 0 and 0: off), as transformers' generate applies them
 -- step counts from 1; piece is the text the token adds (a character split across tokens comes
 -- whole with its last token); finish is NULL but on a sequence's last row. All
 -- sequences advance together: each step runs the model once for every unfinished sequence (their
@@ -100,7 +105,8 @@ $$;
 -- the case of one prompt; a batch's greedy results equal each prompt's own, a seeded batch repeats.
 CREATE FUNCTION generate_batch(prompts text[], max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                                top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
-                               stop text DEFAULT NULL)
+                               stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
+                               no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0)
 RETURNS TABLE (prompt_index int, step int, token int, piece text, finish text)
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
@@ -118,6 +124,9 @@ DECLARE
     state    record;            -- (logits [B'][V], present, best [B']): the model's output and the KV caches
     out      token_text;
     k        int;               -- row of state.logits for sequence seq
+    history  token_list[] := '{}';  -- [n] the tokens of sequence seq so far, for the processors
+    prompt_tokens int[];
+    processed boolean := repetition_penalty <> 1 OR no_repeat_ngram_size > 0 OR min_new_tokens > 0;
 BEGIN
     IF prompts IS NULL OR n = 0 THEN
         RAISE EXCEPTION 'gpt2sql: prompts is an empty array' USING ERRCODE = 'invalid_parameter_value';
@@ -130,7 +139,8 @@ BEGIN
         RAISE EXCEPTION 'gpt2sql: % prompts in one batch; the limit is %', n, max_batch_prompts()
             USING ERRCODE = 'program_limit_exceeded', HINT = 'split the prompts into several batches';
     END IF;
-    PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed);
+    PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed, min_p, repetition_penalty,
+                             no_repeat_ngram_size, min_new_tokens);
     FOR seq IN 1 .. n LOOP
         prompt := prompts[array_lower(prompts, 1) + seq - 1];
         which := CASE WHEN n = 1 THEN 'the prompt' ELSE format('prompt %s', seq) END;
@@ -144,9 +154,10 @@ BEGIN
             RAISE EXCEPTION 'gpt2sql: %: %', which, regexp_replace(SQLERRM, '^gpt2sql: ', '')
                 USING ERRCODE = SQLSTATE;
         END;
-        k := cardinality(tokens);
-        tokens := tokens || tokenize(prompt);
-        lengths[seq] := cardinality(tokens) - k;
+        prompt_tokens := tokenize(prompt);
+        tokens := tokens || prompt_tokens;
+        lengths[seq] := cardinality(prompt_tokens);
+        history[seq] := ROW(prompt_tokens)::token_list;
         IF lengths[seq] > n_positions THEN
             RAISE EXCEPTION 'gpt2sql: % is % tokens; the model''s context is % positions', which, lengths[seq], n_positions
                 USING ERRCODE = 'program_limit_exceeded';
@@ -168,9 +179,16 @@ BEGIN
             CONTINUE WHEN lengths[seq] = 0;                             -- finished earlier
             k := k + 1;
             prompt_index := seq;
-            token := sample_token(CASE WHEN temperature > 0 THEN state.logits[k:k][:] END,  -- [1][V]: greedy
-                                  temperature, top_k, top_p, state.best[k]);             -- takes best (a slice
-                                                                                         -- copies all logits)
+            IF processed THEN       -- the processors change the logits, so greedy cannot take best
+                token := sample_token(process_logits(ARRAY(SELECT unnest(state.logits[k:k][:])), (history[seq]).tokens,
+                                                     i - 1, repetition_penalty, no_repeat_ngram_size, min_new_tokens),
+                                      temperature, top_k, top_p, NULL, min_p);
+                history[seq] := ROW((history[seq]).tokens || token)::token_list;
+            ELSE
+                token := sample_token(CASE WHEN temperature > 0 THEN state.logits[k:k][:] END,  -- [1][V]: greedy
+                                      temperature, top_k, top_p, state.best[k], min_p);      -- takes best (a slice
+                                                                                             -- copies all logits)
+            END IF;
             out := next_piece(token, pending[seq], text_out[seq], stop, i = max_new_tokens, n_ctx[seq] >= n_positions);
             piece := out.piece;
             finish := out.finish;
@@ -202,30 +220,35 @@ $$;
 -- prompt -> (step) -> token, piece, finish: the continuation of one prompt, generate_batch's case
 -- of one; the arguments are generate_batch's: prompt (non-empty text), max_new_tokens (1 to 100,000),
 -- temperature (0 = greedy, > 0 samples), top_k (>= 1 or NULL), top_p ((0, 1] or NULL), seed
--- ([-1, 1] or NULL), stop (text or NULL)
+-- ([-1, 1] or NULL), stop (text or NULL), min_p ([0, 1] or NULL), repetition_penalty (> 0; 1 = off),
+-- no_repeat_ngram_size (>= 0; 0 = off), min_new_tokens (0 to max_new_tokens)
 CREATE FUNCTION generate(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
-                         stop text DEFAULT NULL)
+                         stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
+                         no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0)
 RETURNS TABLE (step int, token int, piece text, finish text)
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
 BEGIN ATOMIC
     SELECT g.step, g.token, g.piece, g.finish
-      FROM generate_batch(ARRAY[prompt], max_new_tokens, temperature, top_k, top_p, seed, stop) AS g
+      FROM generate_batch(ARRAY[prompt], max_new_tokens, temperature, top_k, top_p, seed, stop, min_p,
+                          repetition_penalty, no_repeat_ngram_size, min_new_tokens) AS g
      ORDER BY g.step;
 END;
 
 -- prompt + continuation as one text; the arguments are generate's (prompt, max_new_tokens,
--- temperature, top_k, top_p, seed, stop)
+-- temperature, top_k, top_p, seed, stop, min_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
 CREATE FUNCTION complete(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
-                         stop text DEFAULT NULL)
+                         stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
+                         no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0)
 RETURNS text
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
 BEGIN ATOMIC
     SELECT prompt || coalesce(string_agg(g.piece, '' ORDER BY g.step), '')
-      FROM generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop) AS g;
+      FROM generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, min_p, repetition_penalty,
+                    no_repeat_ngram_size, min_new_tokens) AS g;
 END;
 
 -- (rank) -> token, piece, probability: the k most likely next tokens after the prompt (a non-empty

@@ -1,0 +1,175 @@
+"""The logits processors and min_p of Hugging Face's generate (repetition_penalty,
+no_repeat_ngram_size, min_new_tokens, min_p), in SQL, against the NumPy reference written from
+transformers' rules, on every server and kernel; and their options through Python and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import psycopg
+import pytest
+
+import gpt2sql
+import reference_gpt2 as ref
+from conftest import ensure_model
+from gpt2sql.loader.checkpoint import demo_model_dir
+from reference_tokenizer import encode
+
+PROMPT = "Hello, my name is"
+CLI = [sys.executable, "-m", "gpt2sql.cli"]
+OPTIONS = [dict(repetition_penalty=1.3), dict(repetition_penalty=0.7), dict(no_repeat_ngram_size=1),
+           dict(no_repeat_ngram_size=2), dict(repetition_penalty=1.2, no_repeat_ngram_size=3),
+           dict(min_new_tokens=4)]
+
+
+def test_process_logits_matches_numpy(tiny, tiny_ckpt):
+    dsn, model = tiny
+    cfg, params = ref.load(tiny_ckpt)
+    tokens = encode(PROMPT)
+    logits = ref.forward(tokens, cfg, params)[-1]
+    history = tokens + [11, 318, 11, 318, 11, 262, 11, 318]        # repeats, so every rule has work
+    eos_top = logits.copy()
+    eos_top[ref.EOS] = logits.max() + 5
+    cases = [(logits, opts, n_new) for opts in OPTIONS for n_new in (0, 3, 8)] + \
+            [(eos_top, dict(min_new_tokens=3), 2), (eos_top, dict(min_new_tokens=3), 3)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for row, opts, n_new in cases:
+            full = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0, **opts}
+            got = conn.execute(f"SELECT {model}.process_logits(%s, %s, %s, %s, %s, %s)",
+                               (row.tolist(), history, n_new, full["repetition_penalty"],
+                                full["no_repeat_ngram_size"], full["min_new_tokens"])).fetchone()[0]
+            want = ref.process_logits(row, history, n_new, **opts)
+            assert np.array_equal(np.array(got), want), (opts, n_new)
+    # min_new_tokens: <|endoftext|> cannot win before the third new token, and can from it on
+    assert ref.process_logits(eos_top, history, 2, min_new_tokens=3)[ref.EOS] == -np.inf
+    assert np.argmax(ref.process_logits(eos_top, history, 3, min_new_tokens=3)) == ref.EOS
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_greedy_with_processors_matches_numpy(tiny, tiny_ckpt, opts):
+    dsn, model = tiny
+    cfg, params = ref.load(tiny_ckpt)
+    want = ref.greedy_processed(encode(PROMPT), 10, cfg, params, **opts)
+    names = ", ".join(f"{k} => %s" for k in opts)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        got = conn.execute(f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 10, {names})",
+                           (PROMPT, *opts.values())).fetchone()[0]
+        plain = conn.execute(f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 10)", (PROMPT,)).fetchone()[0]
+    assert got == want
+    if "no_repeat_ngram_size" in opts or "repetition_penalty" in opts:
+        assert got != plain                   # the random model repeats itself greedily; the processor acts
+
+
+def test_a_batch_applies_the_processors_to_each_sequence(tiny):
+    dsn, model = tiny
+    prompts = [PROMPT, "The database said", "SELECT * FROM"]
+    q = "repetition_penalty => 1.4, no_repeat_ngram_size => 2"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        batch = conn.execute(f"SELECT prompt_index, array_agg(token ORDER BY step) FROM {model}.generate_batch(%s, 8, {q}) "
+                             "GROUP BY prompt_index ORDER BY prompt_index", (prompts,)).fetchall()
+        alone = [conn.execute(f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 8, {q})", (p,)).fetchone()[0]
+                 for p in prompts]
+    assert [r[1] for r in batch] == alone
+
+
+def test_min_p_distribution_matches_numpy(tiny, tiny_ckpt):
+    dsn, model = tiny
+    cfg, params = ref.load(tiny_ckpt)
+    logits = ref.forward(encode(PROMPT), cfg, params)[-1]
+    banned = logits.copy()
+    banned[np.argsort(-logits)[:3]] = -np.inf                          # a processor banned the top three
+    for row, temperature, top_k, top_p, min_p in [(logits, 1.0, None, None, 0.5), (logits, 0.7, 50, None, 0.2),
+                                                  (logits, 1.5, None, 0.9, 0.05), (logits, 1.0, None, None, 0.0),
+                                                  (logits, 1.0, None, None, 1.0), (banned, 1.0, 20, None, None),
+                                                  (banned, 0.5, None, 0.8, 0.1)]:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(f"SELECT token, probability FROM {model}.sampling_distribution(%s, %s, %s, %s, %s) "
+                                "ORDER BY rank", ([float(x) for x in row], temperature, top_k, top_p, min_p)).fetchall()
+        # transformers' order: temperature, top_k, top_p, min_p; -inf tokens have probability 0
+        order = [i for i in sorted(range(len(row)), key=lambda i: (-row[i], i)) if row[i] > -np.inf][: top_k or len(row)]
+        z = row[order] / temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        if top_p is not None:
+            before = np.concatenate([[0], np.cumsum(p)[:-1]])
+            order, p = [o for o, k in zip(order, before < top_p) if k], p[before < top_p]
+        if min_p is not None:
+            keep = p >= min_p * p.max()
+            order, p = [o for o, k in zip(order, keep) if k], p[keep]
+        p = p / p.sum()
+        assert [r[0] for r in rows] == order, (temperature, top_k, top_p, min_p)
+        assert np.allclose([r[1] for r in rows], p, rtol=1e-9, atol=1e-15)
+
+
+def test_seeded_sampling_with_min_p_repeats_and_draws_only_kept_tokens(tiny):
+    dsn, model = tiny
+    q = f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 8, 1.0, seed => 0.3, min_p => 0.5)"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        a, b = (conn.execute(q, (PROMPT,)).fetchone()[0] for _ in range(2))
+    assert a == b and len(a) == 8
+
+
+@pytest.mark.parametrize("args, message", [
+    ("repetition_penalty => 0", "repetition_penalty must be a number > 0"),
+    ("repetition_penalty => -1.5", "repetition_penalty must be a number > 0"),
+    ("repetition_penalty => 'NaN'", "repetition_penalty must be a number > 0"),
+    ("repetition_penalty => 'Infinity'", "repetition_penalty must be a number > 0"),
+    ("no_repeat_ngram_size => -1", "no_repeat_ngram_size must be >= 0"),
+    ("min_new_tokens => -1", "min_new_tokens must be from 0 to max_new_tokens (5)"),
+    ("min_new_tokens => 6", "min_new_tokens must be from 0 to max_new_tokens (5)"),
+    ("min_p => -0.1", "min_p must be in [0, 1]"),
+    ("min_p => 1.5", "min_p must be in [0, 1]"),
+    ("min_p => 'NaN'", "min_p must be in [0, 1]"),
+])
+def test_bad_processor_options_are_refused(tiny, args, message):
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for fn in ("generate(%s", "generate_batch(ARRAY[%s]"):
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match=message.replace("(", r"\(").replace(")", r"\)")
+                               .replace("[", r"\[").replace("]", r"\]")):
+                conn.execute(f"SELECT * FROM {model}.{fn}, 5, 1.0, {args})", (PROMPT,))
+
+
+def test_python_and_cli_take_the_options(main_dsn, tiny_ckpt):
+    model = ensure_model(main_dsn, tiny_ckpt, "tiny_processors", "sql")
+    cfg, params = ref.load(tiny_ckpt)
+    want = ref.greedy_processed(encode(PROMPT), 6, cfg, params, repetition_penalty=1.3, no_repeat_ngram_size=2)
+    with gpt2sql.Client(main_dsn) as client:
+        m = client.model(model)
+        steps = m.steps(PROMPT, max_new_tokens=6, repetition_penalty=1.3, no_repeat_ngram_size=2)
+        assert [s.token for s in steps] == want
+        assert m.generate(PROMPT, max_new_tokens=6, repetition_penalty=1.3, no_repeat_ngram_size=2) == \
+            client.connection.execute(f"SELECT {model}.detokenize(%s)", (want,)).fetchone()[0]
+        with pytest.raises(TypeError, match="no_repeat_ngram_size must be an int"):
+            m.generate(PROMPT, no_repeat_ngram_size=1.5)
+    run = subprocess.run([*CLI, "generate", PROMPT, "--model", model, "-n", "6", "--repetition-penalty", "1.3",
+                          "--no-repeat-ngram-size", "2", "--dsn", main_dsn], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        text = conn.execute(f"SELECT {model}.detokenize(%s)", (want,)).fetchone()[0]
+    assert run.stdout.startswith(PROMPT + text)
+    bad = subprocess.run([*CLI, "generate", PROMPT, "--model", model, "--min-new-tokens", "50", "-n", "5",
+                          "--dsn", main_dsn], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "min_new_tokens must be from 0 to max_new_tokens (5)" in bad.stderr
+
+
+def test_a_repetition_control_ends_the_demo_models_loop(main_dsn):
+    """The demo model's greedy output loops; no_repeat_ngram_size = 3 (the README's example) ends it,
+    and its tokens are NumPy's."""
+    model = ensure_model(main_dsn, demo_model_dir(), "trained_sql", "sql")
+    cfg, params = ref.load(demo_model_dir())
+    prompt = "The Python interpreter"
+    tokens = encode(prompt)
+    with psycopg.connect(main_dsn, autocommit=True) as conn:
+        plain = conn.execute(f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 24)", (prompt,)).fetchone()[0]
+        fixed = conn.execute(f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 24, no_repeat_ngram_size => 3)",
+                             (prompt,)).fetchone()[0]
+
+    def trigrams(seq):
+        return [tuple(seq[i:i + 3]) for i in range(len(seq) - 2)]
+
+    assert len(set(trigrams(tokens + plain))) < len(trigrams(tokens + plain))       # the loop
+    assert len(set(trigrams(tokens + fixed))) == len(trigrams(tokens + fixed))      # gone
+    assert fixed == ref.greedy_processed(tokens, 24, cfg, params, no_repeat_ngram_size=3)
