@@ -105,6 +105,19 @@ def _sampling(args) -> dict:
                 no_repeat_ngram_size=args.no_repeat_ngram_size, min_new_tokens=args.min_new_tokens)
 
 
+def _generate_logprobs(model, args) -> int:
+    """The continuation, then a table: each token's log-probability and the likeliest alternatives."""
+    steps = model.steps(args.prompt, **_sampling(args), logprobs=args.logprobs)
+    print(args.prompt + "".join(s.piece for s in steps))
+    pieces = dict(model.query("SELECT v.token, ({m}.decode_utf8(v.bytes, true)).txt FROM {m}.vocab AS v "
+                              "WHERE v.token = ANY(%s)", ([t for s in steps for t, _ in s.top] + [s.token for s in steps],)))
+    print(f"{'step':>4}  {'token':>6}  {'piece':16} {'logprob':>9}  the {args.logprobs} likeliest (logprob)")
+    for s in steps:
+        alternatives = ", ".join(f"{pieces[t]!r} {lp:.3f}" for t, lp in s.top)
+        print(f"{s.step:>4}  {s.token:>6}  {pieces[s.token]!r:16} {s.logprob:>9.4f}  {alternatives}")
+    return 0
+
+
 def cmd_generate(args) -> int:
     import time
 
@@ -113,9 +126,13 @@ def cmd_generate(args) -> int:
     if (args.prompt is None) == (args.file is None):
         raise SystemExit("gpt2sql generate: give a PROMPT or --file FILE (one prompt per line), not both")
     if args.file is not None:
+        if args.logprobs:
+            raise ValueError("--logprobs shows the tokens of one prompt; it does not go with --file")
         return _generate_file(args)
     with Client(args.dsn) as client:
         model = client.model(args.model)
+        if args.logprobs:
+            return _generate_logprobs(model, args)
         start, n, finish = time.perf_counter(), 0, None
         try:
             for step in model.stream_steps(args.prompt, **_sampling(args)):
@@ -398,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-repeat-ngram-size", type=int, default=0,
                    help="never repeat an n-gram of this size (0 = off)")
     p.add_argument("--min-new-tokens", type=int, default=0, help="no <|endoftext|> before this many new tokens")
+    p.add_argument("--logprobs", type=int, default=0, metavar="N",
+                   help="after the text, each token's log-probability and the N likeliest alternatives (1..100)")
     _add_dsn(p)
     p.set_defaults(func=cmd_generate)
 

@@ -49,6 +49,8 @@ class Step:
     token: int
     piece: str
     finish: str | None
+    logprob: float | None = None                      # with logprobs=n: ln p of the token where it was drawn
+    top: tuple[tuple[int, float], ...] | None = None  # and the n likeliest (token, logprob) there
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,10 @@ class SamplingOptions:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
+    logprobs: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "top_k", "no_repeat_ngram_size", "min_new_tokens"):  # PostgreSQL int
+        for name in ("max_new_tokens", "top_k", "no_repeat_ngram_size", "min_new_tokens", "logprobs"):  # PostgreSQL int
             value = getattr(self, name)                                                    # arguments: say
             if value is None and name == "top_k":                                          # which one is off
                 continue
@@ -160,7 +163,7 @@ class SamplingOptions:
     def params(self) -> tuple:
         """The options in the order generate and generate_batch take them after the prompt(s)."""
         return (self.max_new_tokens, self.temperature, self.top_k, self.top_p, self.seed, self.stop, self.min_p,
-                self.repetition_penalty, self.no_repeat_ngram_size, self.min_new_tokens)
+                self.repetition_penalty, self.no_repeat_ngram_size, self.min_new_tokens, self.logprobs)
 
 
 def _check_text(value: str, what: str = "prompt") -> str:
@@ -189,8 +192,8 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
 
 
 # the model's generate() with the prompt and every SamplingOptions field as bound parameters
-GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-GENERATE_BATCH = "{m}.generate_batch(%s::text[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+GENERATE_BATCH = "{m}.generate_batch(%s::text[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 class Model:
@@ -237,15 +240,17 @@ class Model:
         return [TokenProb(*r) for r in rows]
 
     def steps(self, prompt: str, **options) -> list[Step]:
-        """Every generated token, with its piece of text and why generation stopped (last row)."""
+        """Every generated token, with its piece of text and why generation stopped (last row);
+        with logprobs=n, each token's log-probability and the n likeliest alternatives."""
         opts = SamplingOptions(**options)
-        rows = self.query("SELECT step, token, piece, finish FROM " + GENERATE,
+        rows = self.query("SELECT step, token, piece, finish, logprob, top_tokens, top_logprobs FROM " + GENERATE,
                           (_check_text(prompt), *opts.params()))
-        return [Step(*r) for r in rows]
+        return [Step(*r[:5], top=None if r[5] is None else tuple(zip(r[5], r[6]))) for r in rows]
 
     def generate(self, prompt: str, **options) -> str:
-        """The continuation of ``prompt`` (without the prompt). Options: max_new_tokens=20,
-        temperature=0 (greedy), top_k, top_p, seed (in [-1, 1]: reproducible sampling), stop."""
+        """The continuation of ``prompt`` (without the prompt). Options, named as in transformers'
+        generate: max_new_tokens=20, temperature=0 (greedy), top_k, top_p, min_p, seed (in [-1, 1]:
+        reproducible sampling), stop, repetition_penalty=1, no_repeat_ngram_size=0, min_new_tokens=0."""
         return "".join(s.piece for s in self.steps(prompt, **options))
 
     def generate_batch(self, prompts: Sequence[str], **options) -> list[str]:

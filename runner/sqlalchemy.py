@@ -26,7 +26,8 @@ from sqlalchemy.sql.functions import Function
 
 from .loader.load import check_model_name
 
-GENERATE_COLUMNS = (("step", sa.Integer), ("token", sa.Integer), ("piece", sa.Text), ("finish", sa.Text))
+GENERATE_COLUMNS = (("step", sa.Integer), ("token", sa.Integer), ("piece", sa.Text), ("finish", sa.Text),
+                    ("logprob", sa.Float), ("top_tokens", sa.ARRAY(sa.Integer)), ("top_logprobs", sa.ARRAY(sa.Float)))
 
 
 class ModelFunction(Function):
@@ -69,11 +70,11 @@ class ModelFunctions:
         return ModelFunction(self.schema, name, *args, type_=type_)
 
     def _sampling(self, max_new_tokens, temperature, top_k, top_p, seed, stop, min_p=None, repetition_penalty=1.0,
-                  no_repeat_ngram_size=0, min_new_tokens=0) -> list[ClauseElement]:
+                  no_repeat_ngram_size=0, min_new_tokens=0, logprobs=0) -> list[ClauseElement]:
         return [_arg(max_new_tokens, sa.Integer), _arg(temperature, sa.Float), _arg(top_k, sa.Integer),
                 _arg(top_p, sa.Float), _arg(seed, sa.Float), _arg(stop, sa.Text), _arg(min_p, sa.Float),
                 _arg(repetition_penalty, sa.Float), _arg(no_repeat_ngram_size, sa.Integer),
-                _arg(min_new_tokens, sa.Integer)]
+                _arg(min_new_tokens, sa.Integer), _arg(logprobs, sa.Integer)]
 
     @staticmethod
     def _table(fn: ModelFunction, columns, alias: str | None):
@@ -84,8 +85,8 @@ class ModelFunctions:
                  stop=None, **processors) -> ModelFunction:
         """prompt || its continuation (text); processors: min_p, repetition_penalty, no_repeat_ngram_size,
         min_new_tokens, as generate takes them."""
-        return self._function("complete", _arg(prompt, sa.Text),
-                              *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop, **processors),
+        options = self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop, **processors)
+        return self._function("complete", _arg(prompt, sa.Text), *options[:-1],    # text: no logprobs
                               type_=sa.Text)
 
     def tokenize(self, text) -> ModelFunction:

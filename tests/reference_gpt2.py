@@ -144,3 +144,21 @@ def greedy_processed(tokens, n, cfg, p, **processors):  # [T] -> n new tokens, t
     for i in range(n):
         out.append(int(np.argmax(process_logits(forward(out, cfg, p)[-1], out, i, **processors))))
     return out[len(tokens):]
+
+
+def sampling_distribution(logits, temperature, top_k=None, top_p=None, min_p=None):
+    """[(token, probability)], most likely first: what sampling draws from, in transformers' order
+    (temperature, top_k, top_p, min_p); ties go to the lower token id; -inf logits are left out."""
+    logits = np.asarray(logits, dtype=np.float64)
+    order = [i for i in sorted(range(len(logits)), key=lambda i: (-logits[i], i)) if logits[i] > -np.inf]
+    order = order[: top_k or len(order)]
+    z = logits[order] / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p is not None:                              # the smallest prefix whose mass reaches top_p
+        keep = np.concatenate([[0], np.cumsum(p)[:-1]]) < top_p
+        order, p = [o for o, k in zip(order, keep) if k], p[keep]
+    if min_p is not None:                              # at least min_p times the likeliest
+        keep = p >= min_p * p.max()
+        order, p = [o for o, k in zip(order, keep) if k], p[keep]
+    return list(zip(order, p / p.sum()))

@@ -328,7 +328,7 @@ def test_cli_trace_and_pictures(main_dsn, tiny_ckpt, tmp_path):
     assert ET.parse(tmp_path / "lens.svg").getroot().tag == "{http://www.w3.org/2000/svg}svg"
 
     for args, message in [(("--trace", "999999"), "no trace 999999"),
-                          (("--trace", str(tid), "--head", "7"), r"head 7 is outside the model \(0..3\)"),
+                          (("--trace", str(tid), "--head", "7"), r"no layer 0, head 7: its layers are 0..1, its heads 0..3"),
                           (("--trace", str(tid), "-o", str(tmp_path / "a.jpg")), "must end in .png, .svg")]:
         res = cli("show", "attention", "--model", model, *args)
         assert res.returncode == 1 and re.search(message, res.stderr), res.stderr

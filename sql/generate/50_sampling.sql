@@ -124,3 +124,27 @@ BEGIN
     RETURN chosen;
 END
 $$;
+
+-- (logprob, top_tokens, top_logprobs): the natural log of token's probability under the distribution
+-- it was drawn from, and the n likeliest tokens of that distribution with theirs. Greedy
+-- (temperature 0) draws from the model's own distribution, softmax(logits); sampling from
+-- sampling_distribution's. A token outside the distribution has logprob -Infinity.
+CREATE FUNCTION token_logprobs(logits float8[], token int, n int, temperature float8, top_k int, top_p float8,
+                               min_p float8, OUT logprob float8, OUT top_tokens int[], OUT top_logprobs float8[])
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    WITH d AS (                 -- (rank) -> token, log probability
+        SELECT s.rank, s.token, CASE WHEN s.probability > 0 THEN ln(s.probability) ELSE '-Infinity'::float8 END AS lp
+          FROM sampling_distribution(logits, CASE WHEN temperature = 0 THEN 1 ELSE temperature END,
+                                     CASE WHEN temperature = 0 THEN NULL ELSE top_k END,
+                                     CASE WHEN temperature = 0 THEN NULL ELSE top_p END,
+                                     CASE WHEN temperature = 0 THEN NULL ELSE min_p END) AS s
+    )
+    SELECT coalesce((SELECT d.lp FROM d WHERE d.token = token_logprobs.token), '-Infinity'::float8),
+           ARRAY(SELECT d.token FROM d WHERE d.rank <= n ORDER BY d.rank),
+           ARRAY(SELECT d.lp FROM d WHERE d.rank <= n ORDER BY d.rank)
+      INTO logprob, top_tokens, top_logprobs;
+END
+$$;

@@ -65,7 +65,8 @@ $$;
 
 -- the options of generate_batch (and so of generate) are in range
 CREATE FUNCTION check_generation(max_new_tokens int, temperature float8, top_k int, top_p float8, seed float8,
-                                 min_p float8, repetition_penalty float8, no_repeat_ngram_size int, min_new_tokens int)
+                                 min_p float8, repetition_penalty float8, no_repeat_ngram_size int, min_new_tokens int,
+                                 logprobs int)
 RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
@@ -77,6 +78,10 @@ BEGIN
     END IF;
     PERFORM check_sampling(temperature, top_k, top_p, min_p);
     PERFORM check_processors(repetition_penalty, no_repeat_ngram_size, min_new_tokens, max_new_tokens);
+    IF logprobs IS NULL OR logprobs < 0 OR logprobs > 100 THEN
+        RAISE EXCEPTION 'gpt2sql: logprobs must be from 0 (none) to 100, got %', logprobs
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF seed IS NOT NULL AND NOT (seed BETWEEN -1 AND 1) THEN
         RAISE EXCEPTION 'gpt2sql: seed must be between -1 and 1 (PostgreSQL''s setseed range), got %', seed
             USING ERRCODE = 'invalid_parameter_value';
@@ -96,6 +101,11 @@ $$;
 --   min_p           sample among the tokens at least min_p times as likely as the likeliest, in [0, 1]
 --   repetition_penalty, no_repeat_ngram_size, min_new_tokens: the logits processors of
 --                   55_processors.sql (1, 0 and 0: off), as transformers' generate applies them
+--   logprobs        n from 1 to 100: each row also gives logprob, the natural log of the token's
+--                   probability under the distribution it was drawn from (greedy: the model's, after
+--                   the processors; sampling: after temperature, top_k, top_p and min_p), and the n
+--                   likeliest tokens of that distribution with theirs (top_tokens, top_logprobs);
+--                   0 (the default): those columns are NULL
 -- step counts from 1; piece is the text the token adds (a character split across tokens comes
 -- whole with its last token); finish is NULL but on a sequence's last row. All
 -- sequences advance together: each step runs the model once for every unfinished sequence (their
@@ -106,8 +116,10 @@ $$;
 CREATE FUNCTION generate_batch(prompts text[], max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                                top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                                stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
-                               no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0)
-RETURNS TABLE (prompt_index int, step int, token int, piece text, finish text)
+                               no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0,
+                               logprobs int DEFAULT 0)
+RETURNS TABLE (prompt_index int, step int, token int, piece text, finish text, logprob float8, top_tokens int[],
+               top_logprobs float8[])
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
 AS $$
@@ -127,6 +139,7 @@ DECLARE
     history  token_list[] := '{}';  -- [n] the tokens of sequence seq so far, for the processors
     prompt_tokens int[];
     processed boolean := repetition_penalty <> 1 OR no_repeat_ngram_size > 0 OR min_new_tokens > 0;
+    row_logits float8[];        -- [V] sequence seq's next-token logits, when the processors or logprobs need them
 BEGIN
     IF prompts IS NULL OR n = 0 THEN
         RAISE EXCEPTION 'gpt2sql: prompts is an empty array' USING ERRCODE = 'invalid_parameter_value';
@@ -140,7 +153,7 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded', HINT = 'split the prompts into several batches';
     END IF;
     PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed, min_p, repetition_penalty,
-                             no_repeat_ngram_size, min_new_tokens);
+                             no_repeat_ngram_size, min_new_tokens, logprobs);
     FOR seq IN 1 .. n LOOP
         prompt := prompts[array_lower(prompts, 1) + seq - 1];
         which := CASE WHEN n = 1 THEN 'the prompt' ELSE format('prompt %s', seq) END;
@@ -179,11 +192,19 @@ BEGIN
             CONTINUE WHEN lengths[seq] = 0;                             -- finished earlier
             k := k + 1;
             prompt_index := seq;
-            IF processed THEN       -- the processors change the logits, so greedy cannot take best
-                token := sample_token(process_logits(ARRAY(SELECT unnest(state.logits[k:k][:])), (history[seq]).tokens,
-                                                     i - 1, repetition_penalty, no_repeat_ngram_size, min_new_tokens),
-                                      temperature, top_k, top_p, NULL, min_p);
+            IF processed OR logprobs > 0 THEN   -- this sequence's logits are needed (greedy cannot take best)
+                row_logits := ARRAY(SELECT unnest(state.logits[k:k][:]));                     -- [V]
+                IF processed THEN
+                    row_logits := process_logits(row_logits, (history[seq]).tokens, i - 1, repetition_penalty,
+                                                 no_repeat_ngram_size, min_new_tokens);
+                END IF;
+                token := sample_token(row_logits, temperature, top_k, top_p, CASE WHEN processed THEN NULL
+                                                                                   ELSE state.best[k] END, min_p);
                 history[seq] := ROW((history[seq]).tokens || token)::token_list;
+                IF logprobs > 0 THEN
+                    SELECT lp.logprob, lp.top_tokens, lp.top_logprobs INTO logprob, top_tokens, top_logprobs
+                      FROM token_logprobs(row_logits, token, logprobs, temperature, top_k, top_p, min_p) AS lp;
+                END IF;
             ELSE
                 token := sample_token(CASE WHEN temperature > 0 THEN state.logits[k:k][:] END,  -- [1][V]: greedy
                                       temperature, top_k, top_p, state.best[k], min_p);      -- takes best (a slice
@@ -221,18 +242,19 @@ $$;
 -- of one; the arguments are generate_batch's: prompt (non-empty text), max_new_tokens (1 to 100,000),
 -- temperature (0 = greedy, > 0 samples), top_k (>= 1 or NULL), top_p ((0, 1] or NULL), seed
 -- ([-1, 1] or NULL), stop (text or NULL), min_p ([0, 1] or NULL), repetition_penalty (> 0; 1 = off),
--- no_repeat_ngram_size (>= 0; 0 = off), min_new_tokens (0 to max_new_tokens)
+-- no_repeat_ngram_size (>= 0; 0 = off), min_new_tokens (0 to max_new_tokens), logprobs (0 to 100:
+-- logprob, top_tokens and top_logprobs, NULL for 0)
 CREATE FUNCTION generate(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                          stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
-                         no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0)
-RETURNS TABLE (step int, token int, piece text, finish text)
+                         no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0, logprobs int DEFAULT 0)
+RETURNS TABLE (step int, token int, piece text, finish text, logprob float8, top_tokens int[], top_logprobs float8[])
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
 BEGIN ATOMIC
-    SELECT g.step, g.token, g.piece, g.finish
+    SELECT g.step, g.token, g.piece, g.finish, g.logprob, g.top_tokens, g.top_logprobs
       FROM generate_batch(ARRAY[prompt], max_new_tokens, temperature, top_k, top_p, seed, stop, min_p,
-                          repetition_penalty, no_repeat_ngram_size, min_new_tokens) AS g
+                          repetition_penalty, no_repeat_ngram_size, min_new_tokens, logprobs) AS g
      ORDER BY g.step;
 END;
 

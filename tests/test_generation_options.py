@@ -1,6 +1,7 @@
-"""The logits processors and min_p of Hugging Face's generate (repetition_penalty,
-no_repeat_ngram_size, min_new_tokens, min_p), in SQL, against the NumPy reference written from
-transformers' rules, on every server and kernel; and their options through Python and the CLI."""
+"""Generation options as Hugging Face's generate names them: the logits processors
+(repetition_penalty, no_repeat_ngram_size, min_new_tokens), min_p and logprobs, in SQL, against the
+NumPy reference written from transformers' rules, on every server and kernel; and the same options
+through Python and the CLI."""
 
 from __future__ import annotations
 
@@ -87,18 +88,8 @@ def test_min_p_distribution_matches_numpy(tiny, tiny_ckpt):
         with psycopg.connect(dsn, autocommit=True) as conn:
             rows = conn.execute(f"SELECT token, probability FROM {model}.sampling_distribution(%s, %s, %s, %s, %s) "
                                 "ORDER BY rank", ([float(x) for x in row], temperature, top_k, top_p, min_p)).fetchall()
-        # transformers' order: temperature, top_k, top_p, min_p; -inf tokens have probability 0
-        order = [i for i in sorted(range(len(row)), key=lambda i: (-row[i], i)) if row[i] > -np.inf][: top_k or len(row)]
-        z = row[order] / temperature
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        if top_p is not None:
-            before = np.concatenate([[0], np.cumsum(p)[:-1]])
-            order, p = [o for o, k in zip(order, before < top_p) if k], p[before < top_p]
-        if min_p is not None:
-            keep = p >= min_p * p.max()
-            order, p = [o for o, k in zip(order, keep) if k], p[keep]
-        p = p / p.sum()
+        want = ref.sampling_distribution(row, temperature, top_k, top_p, min_p)
+        order, p = [t for t, _ in want], [q for _, q in want]
         assert [r[0] for r in rows] == order, (temperature, top_k, top_p, min_p)
         assert np.allclose([r[1] for r in rows], p, rtol=1e-9, atol=1e-15)
 
@@ -173,3 +164,58 @@ def test_a_repetition_control_ends_the_demo_models_loop(main_dsn):
     assert len(set(trigrams(tokens + plain))) < len(trigrams(tokens + plain))       # the loop
     assert len(set(trigrams(tokens + fixed))) == len(trigrams(tokens + fixed))      # gone
     assert fixed == ref.greedy_processed(tokens, 24, cfg, params, no_repeat_ngram_size=3)
+
+
+def logprob_tolerance(dsn, model) -> float:
+    """sql kernel: float64 throughout; vector kernel: pgvector's float32 products (~1e-6 on logits)."""
+    from conftest import kernel_of
+
+    return 1e-9 if kernel_of(dsn, model) == "sql" else 1e-4
+
+
+@pytest.mark.parametrize("options", [dict(), dict(repetition_penalty=1.3, no_repeat_ngram_size=2),
+                                     dict(temperature=0.8, top_k=40, top_p=0.9, seed=0.25),
+                                     dict(temperature=1.2, min_p=0.3, seed=-0.5)], ids=["greedy", "processed", "top", "min_p"])
+def test_logprobs_are_those_of_the_distribution_each_token_was_drawn_from(tiny, tiny_ckpt, options):
+    dsn, model = tiny
+    cfg, params = ref.load(tiny_ckpt)
+    tol = logprob_tolerance(dsn, model)
+    names = "".join(f", {k} => %s" for k in options)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(f"SELECT token, logprob, top_tokens, top_logprobs FROM {model}.generate(%s, 6{names}, logprobs => 4) "
+                            "ORDER BY step", (PROMPT, *options.values())).fetchall()
+        plain = conn.execute(f"SELECT array_agg(token ORDER BY step) FROM {model}.generate(%s, 6{names})",
+                             (PROMPT, *options.values())).fetchone()[0]
+    assert [r[0] for r in rows] == plain                          # asking for logprobs changes no token
+    history = encode(PROMPT)
+    processors = {k: v for k, v in options.items() if k in ("repetition_penalty", "no_repeat_ngram_size")}
+    for i, (token, logprob, top_tokens, top_logprobs) in enumerate(rows):
+        logits = ref.process_logits(ref.forward(history, cfg, params)[-1], history, i, **processors)
+        t = options.get("temperature", 0)
+        dist = ref.sampling_distribution(logits, t or 1.0, *(None, None, None) if not t else
+                                         (options.get("top_k"), options.get("top_p"), options.get("min_p")))
+        want = dict(dist)
+        assert logprob == pytest.approx(np.log(want[token]), abs=tol)
+        assert len(top_tokens) == len(top_logprobs) == 4
+        for (wt, wp), gt, gp in zip(dist[:4], top_tokens, top_logprobs):
+            assert gp == pytest.approx(np.log(wp), abs=tol) and (gt == wt or abs(np.log(want.get(gt, 0) or 1e-300) - np.log(wp)) <= tol)
+        if not t:
+            assert token == top_tokens[0]                         # greedy takes the likeliest
+        history = history + [token]
+
+
+def test_logprobs_through_python_and_the_cli(main_dsn, tiny_ckpt):
+    model = ensure_model(main_dsn, tiny_ckpt, "tiny_processors", "sql")
+    with gpt2sql.Client(main_dsn) as client:
+        steps = client.model(model).steps(PROMPT, max_new_tokens=3, logprobs=2)
+        assert all(s.logprob is not None and len(s.top) == 2 and s.top[0][0] == s.token for s in steps)
+        assert client.model(model).steps(PROMPT, max_new_tokens=2)[0].logprob is None
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="logprobs must be from 0"):
+            client.model(model).steps(PROMPT, logprobs=101)
+    run = subprocess.run([*CLI, "generate", PROMPT, "--model", model, "-n", "3", "--logprobs", "2", "--dsn", main_dsn],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[1].split()[:4] == ["step", "token", "piece", "logprob"] and len(lines) == 5
+    for s, line in zip(steps, lines[2:]):
+        assert line.split()[1] == str(s.token) and f"{s.logprob:.4f}" in line
