@@ -37,9 +37,11 @@ def test_compose_runs_postgresql_18_with_pgvector_and_the_embedded_servers_setti
     assert svc["ports"] == ["5432:5432"]
 
 
-def test_readme_connects_to_what_compose_starts():
+def test_the_deployment_guide_connects_to_what_compose_starts():
+    """docs/deployment.md (where the README sends compose users) names compose's URL and image."""
     env = compose()["services"]["postgres"]["environment"]
     url = f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@localhost:5432/{env['POSTGRES_DB']}"
-    readme = (ROOT / "README.md").read_text()
-    assert f"export DATABASE_URL={url}" in readme
-    assert re.search(r"pgvector/pgvector:pg18", readme)
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    assert f"export DATABASE_URL={url}" in guide
+    assert re.search(r"pgvector/pgvector:pg18", guide)
+    assert "docs/deployment.md" in (ROOT / "README.md").read_text()

@@ -12,6 +12,7 @@ CREATE FUNCTION check_processors(repetition_penalty float8, no_repeat_ngram_size
                                  max_new_tokens int)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
 AS $$
 BEGIN
     IF repetition_penalty IS NULL OR NOT (repetition_penalty > 0) OR repetition_penalty = 'Infinity'::float8
