@@ -133,10 +133,10 @@ def run_sql(reader_dsn: str, text: str, rows: int = RUN_ROWS, timeout_ms: int = 
         except psycopg.errors.QueryCanceled:
             raise ExplorerError(f"gpt2sql: the query ran longer than {timeout_ms / 1000:g} s and was cancelled") from None
         except psycopg.errors.SyntaxError as exc:
-            raise ExplorerError(f"gpt2sql: {exc.diag.message_primary} (the explorer runs one read-only query: "
+            raise ExplorerError(f"{_message(exc)} (the explorer runs one read-only query: "
                                 "SELECT, WITH, VALUES or TABLE)") from None
-        except psycopg.Error as exc:
-            raise ExplorerError(f"gpt2sql: {exc.diag.message_primary or exc}") from None
+        except psycopg.Error as exc:                                # gpt2sql's own errors carry the prefix already
+            raise ExplorerError(_message(exc)) from None
         finally:
             conn.rollback()
     return {"columns": columns, "rows": [[_json_value(v) for v in r] for r in got[:rows]],

@@ -335,6 +335,7 @@ def test_the_learners_sql_cannot_write_read_files_or_signal(live, demo):
         for query, message in refused.items():
             code, got = live.run(query)
             assert code == 400 and got["error"].startswith("gpt2sql:") and message in got["error"], (query, got)
+            assert not got["error"].startswith("gpt2sql: gpt2sql:"), got                  # one prefix
         assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (owner,)).fetchone()[0] == 1
         assert traces(dsn, model) == before
         assert conn.execute(f"SELECT count(*) FROM {model}.matrices").fetchone()[0] > 0
