@@ -312,8 +312,8 @@
            `data-sql="${esc(sqlFor(Object.assign(full, { value })))}"${style ? ` style="${style}"` : ""}>${text || ""}</${tag}>`;
   }
   // one row of cells: dimensions from..to-1 of stage (layer) at position p
-  function strip(stage, layer, p, row, from, to, scale, headStarts) {
-    let out = `<div class="strip" style="--n:${to - from}">`;
+  function strip(stage, layer, p, row, from, to, scale, headStarts, cls) {
+    let out = `<div class="strip${cls ? " " + cls : ""}" style="--n:${to - from}">`;
     for (let j = from; j < to; j++) {
       const hs = headStarts && j > from && j % HD === 0 ? "hs" : "";
       out += cell("span", { s: stage, l: layer, p, i: j }, row[j], diverging(row[j], scale), "", hs);
@@ -554,8 +554,8 @@
       const k = vec("k", l), v = vec("v", l), sk = scaleOf(k, 0, C), sv = scaleOf(v, 0, C);
       for (let p = 0; p < T; p++)
         out += `<span class="tok${p === n ? " new" : ""}">${esc(tokLabel(p))}${p === n ? " (new)" : ""}</span>` +
-               strip("k", l, p, k[p], 0, C, sk, true).replace('class="strip"', `class="strip${p === n ? " new" : ""}"`) +
-               strip("v", l, p, v[p], 0, C, sv, true).replace('class="strip"', `class="strip${p === n ? " new" : ""}"`);
+               strip("k", l, p, k[p], 0, C, sk, true, p === n ? "new" : "") +
+               strip("v", l, p, v[p], 0, C, sv, true, p === n ? "new" : "");
       out += "</div>";
     }
     return out;
@@ -742,7 +742,6 @@
       block's attention overview and press <b>what if</b> to zero their output; press <b>next token</b> to generate one
       token and watch each block's cache of keys and values grow by one row. Prompts of up to ${LIVE.max_tokens} tokens.</p>`;
     const status = document.getElementById("status");
-    const buttons = ["walk-button", "step", "what-if", "clear-ablate"].map((id) => document.getElementById(id));
     let busy = false;
     function refresh() {
       const list = Array.from(liveAblate).sort();

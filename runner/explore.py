@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-
 from .client import Trace
 from .files import check_writable, write_text
 
@@ -64,8 +63,8 @@ def _rows(trace: Trace, template: str, params: Sequence = ()) -> list[tuple]:
 def collect(trace: Trace, ablated: Trace | None = None, k: int = TOP_K) -> dict:
     """Everything the page shows, read from the trace tables (and the model's small tensors)."""
     model, tid = trace.model, trace.id
-    cfg_cols = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "layer_norm_epsilon", "kernel")
-    cfg = dict(zip(cfg_cols, _rows(trace, "SELECT " + ", ".join(cfg_cols) + " FROM {m}.config")[0]))
+    cfg = {c: v for c, v in model.config().items()
+           if c in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "layer_norm_epsilon", "kernel")}
     n_layer, n_head, t = cfg["n_layer"], cfg["n_head"], len(trace.tokens)
 
     vectors = {}        # "stage" or "stage@layer" -> [T][n]

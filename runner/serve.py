@@ -15,7 +15,6 @@ row limit, so it cannot write, read files or signal other backends.
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
 import html
 import math
@@ -30,10 +29,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.datastructures import MutableHeaders
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -107,9 +106,7 @@ def _json_value(x):
         return float(x) if x.is_finite() else str(x)
     if isinstance(x, (list, tuple)):
         return [_json_value(v) for v in x]
-    if isinstance(x, (dt.date, dt.datetime, dt.time, dt.timedelta)):
-        return str(x)
-    return str(x)
+    return str(x)                   # dates, times, intervals, bytes, JSON, ...
 
 
 def run_sql(reader_dsn: str, text: str, rows: int = RUN_ROWS, timeout_ms: int = RUN_TIMEOUT_MS) -> dict:
@@ -156,9 +153,7 @@ class LiveExplorer:
             yield client.model(self.model_name)
 
     def _walk(self, trace: Trace, ablate: list[tuple[int, int]]) -> dict:
-        if len(trace.tokens) > MAX_TOKENS:
-            raise ExplorerError(f"gpt2sql: the live page walks prompts of up to {MAX_TOKENS} tokens "
-                                f"(this one has {len(trace.tokens)}); write a page of a longer one with gpt2sql explore -o")
+        """The page's data of a trace (its length checked by the caller, before tracing)."""
         twin = explore.ablated_twin(trace, ablate) if ablate else None
         return explore.collect(trace, twin, self.k)
 
@@ -251,9 +246,7 @@ def make_app(live: LiveExplorer, token: str) -> Starlette:
             return JSONResponse({"error": "gpt2sql: the request must be a JSON object"}, status_code=400)
         try:
             return JSONResponse(await run_in_threadpool(work, body))
-        except (ExplorerError, LookupError, TypeError) as exc:
-            return JSONResponse({"error": _message(exc)}, status_code=400)
-        except psycopg.Error as exc:
+        except (ExplorerError, LookupError, TypeError, psycopg.Error) as exc:
             return JSONResponse({"error": _message(exc)}, status_code=400)
 
     async def walk(request: Request) -> Response:

@@ -200,7 +200,9 @@ BEGIN
                 END IF;
                 token := sample_token(row_logits, temperature, top_k, top_p, CASE WHEN processed THEN NULL
                                                                                    ELSE state.best[k] END, min_p);
-                history[seq] := ROW((history[seq]).tokens || token)::token_list;
+                IF processed THEN
+                    history[seq] := ROW((history[seq]).tokens || token)::token_list;
+                END IF;
                 IF logprobs > 0 THEN
                     SELECT lp.logprob, lp.top_tokens, lp.top_logprobs INTO logprob, top_tokens, top_logprobs
                       FROM token_logprobs(row_logits, token, logprobs, temperature, top_k, top_p, min_p) AS lp;
