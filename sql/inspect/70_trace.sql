@@ -198,13 +198,15 @@ BEGIN ATOMIC
          WHERE q.trace_id = id AND q.layer = layer_
          GROUP BY q.head, q.position, k.position
     ),
-    exps AS (                   -- (head, position, key_position) -> exp(score - max score of the row)
-        SELECT sc.*, softmax_exp(sc.score - max(sc.score) OVER (PARTITION BY sc.head, sc.position)) AS e
+    score_rows AS (             -- (head, position) -> [key] the scores of the keys, in key order
+        SELECT sc.head, sc.position, array_agg(sc.key_position ORDER BY sc.key_position) AS keys,
+               array_agg(sc.score ORDER BY sc.key_position) AS scores
           FROM scores AS sc
+         GROUP BY sc.head, sc.position
     )
-    SELECT id, layer_, ex.head, ex.position, ex.key_position, ex.score,
-           ex.e / sum(ex.e) OVER (PARTITION BY ex.head, ex.position)  -- softmax over the keys
-      FROM exps AS ex;
+    SELECT id, layer_, r.head, r.position, r.keys[w.i], r.scores[w.i], w.p                -- softmax over the keys
+      FROM score_rows AS r
+     CROSS JOIN LATERAL softmax(r.scores) AS w;
 END;
 
 -- tracing writes; a read-only replica, a read-only transaction or a reader role cannot

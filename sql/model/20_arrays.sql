@@ -1,6 +1,6 @@
 -- model/20_arrays.sql: activations travel between stages as 2-D float8 arrays, x[t][i] = position t,
 -- unit i (PostgreSQL arrays count from 1). The helpers the stages share: cutting rows into pieces,
--- adding two arrays (the residual connections), and the exponential of a softmax.
+-- adding two arrays (the residual connections), softmax, and the rows of each sequence of a batch.
 
 -- (t, c) -> v[width]: each row of x cut into pieces of `width` values (row t, piece c from 0).
 -- A piece is the slice x[t:t][c*width+1 : c*width+width] unnested and aggregated back (1-D), which
@@ -32,3 +32,29 @@ END;
 CREATE FUNCTION softmax_exp(x float8) RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN exp(greatest(x, -700));
+
+-- (i) -> p: softmax(x) = exp(x - max(x)) / sum(exp(x - max(x))) of a 1-D array x, element i (from 1)
+-- (subtracting the max keeps exp from overflowing and leaves the result as it is). Called in FROM
+-- (CROSS JOIN LATERAL softmax(...)), PostgreSQL writes this query into the caller's in its place.
+CREATE FUNCTION softmax(x float8[])
+RETURNS TABLE (i int, p float8)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT n.i, n.e / sum(n.e) OVER ()                                            -- numerator / denominator
+      FROM (SELECT u.i::int, softmax_exp(u.v - max(u.v) OVER ()) AS e             -- (i) -> numerator
+              FROM unnest(x) WITH ORDINALITY AS u(v, i)) AS n;
+END;
+
+-- (seq, first_row, last_row) -> rows first_row .. last_row (from 1) of a batch are sequence seq's,
+-- for each sequence with rows: a batch holds lengths[seq] rows of sequence seq after one another,
+-- and a sequence with 0 rows sits the step out
+CREATE FUNCTION sequence_rows(lengths int[])
+RETURNS TABLE (seq int, first_row int, last_row int)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.seq, r.ends - r.n + 1, r.ends
+      FROM (SELECT l.seq::int, l.n, (sum(l.n) OVER (ORDER BY l.seq))::int AS ends
+              FROM unnest(lengths) WITH ORDINALITY AS l(n, seq)) AS r
+     WHERE r.n > 0
+     ORDER BY r.seq;
+END;

@@ -20,20 +20,14 @@ DECLARE
     c   int := array_length(x, 2);
     qkv float8[];
     a   float8[] := '{}';   -- [T][C] attention output, sequence after sequence
-    r   int := 0;           -- rows before sequence seq
-    n   int;
+    s   record;             -- rows s.first_row .. s.last_row are sequence s.seq's (n of them)
 BEGIN
     qkv := linear(x, pre || 'c_attn.weight', pre || 'c_attn.bias');                     -- [T][3C]
-    present := '{}';
-    FOR seq IN 1 .. cardinality(lengths) LOOP
-        n := lengths[seq];
-        IF n = 0 THEN
-            present[seq] := past[seq];                                                   -- not advancing
-            CONTINUE;
-        END IF;
-        present[seq] := kv_append(past[seq], qkv[r + 1:r + n][c + 1:2 * c], qkv[r + 1:r + n][2 * c + 1:3 * c]);  -- S = past + n
-        a := array_cat(a, attention(qkv[r + 1:r + n][1:c], present[seq]));             -- [n][C]
-        r := r + n;
+    present := past;                                                                 -- a sequence without rows keeps its cache
+    FOR s IN SELECT * FROM sequence_rows(lengths) LOOP
+        present[s.seq] := kv_append(past[s.seq], k => qkv[s.first_row:s.last_row][c + 1:2 * c],
+                                    v => qkv[s.first_row:s.last_row][2 * c + 1:3 * c]);  -- S = past + n
+        a := array_cat(a, attention(qkv[s.first_row:s.last_row][1:c], present[s.seq]));  -- [n][C]
     END LOOP;
     y := linear(a, pre || 'c_proj.weight', pre || 'c_proj.bias', residual => residual);  -- [T][C]
 END

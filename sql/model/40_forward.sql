@@ -65,23 +65,22 @@ DECLARE
     n_seq     int := cardinality(lengths);
     positions int[] := '{}';    -- [T] the position of each new row in its own sequence
     past      int;
-    r         int := 0;
+    s         record;           -- rows s.first_row .. s.last_row are sequence s.seq's
     x         float8[];
     last      float8[] := '{}'; -- [B'][C] the last new row of each advancing sequence
     caches    kv[];             -- [B] one layer's caches
     out       record;
 BEGIN
     PERFORM check_not_empty(tokens);
-    FOR seq IN 1 .. n_seq LOOP
-        CONTINUE WHEN lengths[seq] = 0;
-        past := coalesce(kv_positions(cache[seq]), 0);                                -- layer 0's cache of sequence seq
-        PERFORM check_tokens(tokens[r + 1:r + lengths[seq]], past);
-        positions := positions || ARRAY(SELECT generate_series(past, past + lengths[seq] - 1));
-        r := r + lengths[seq];
-    END LOOP;
-    IF r <> cardinality(tokens) THEN
-        RAISE EXCEPTION 'gpt2sql: lengths add up to % rows, but there are % tokens', r, cardinality(tokens);
+    IF (SELECT coalesce(sum(n), 0) <> cardinality(tokens) OR bool_or(n IS NULL OR n < 0) FROM unnest(lengths) AS n) THEN
+        RAISE EXCEPTION 'gpt2sql: lengths % do not cut the % tokens into sequences', lengths, cardinality(tokens)
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    FOR s IN SELECT * FROM sequence_rows(lengths) LOOP
+        past := kv_positions(cache[s.seq]);                                          -- layer 0's cache of sequence seq
+        PERFORM check_tokens(tokens[s.first_row:s.last_row], past);
+        positions := positions || ARRAY(SELECT generate_series(past, past + s.last_row - s.first_row));
+    END LOOP;
     x := embed(tokens, positions);                                                  -- [T][C]
     present := '{}';
     FOR layer IN 0 .. n_layer - 1 LOOP
@@ -94,11 +93,8 @@ BEGIN
             present[layer * n_seq + seq] := out.present[seq];                           -- in place
         END LOOP;
     END LOOP;
-    r := 0;
-    FOR seq IN 1 .. n_seq LOOP
-        CONTINUE WHEN lengths[seq] = 0;
-        r := r + lengths[seq];
-        last := array_cat(last, x[r:r][:]);
+    FOR s IN SELECT * FROM sequence_rows(lengths) LOOP
+        last := array_cat(last, x[s.last_row:s.last_row][:]);
     END LOOP;
     out := unembed(last);
     logits := out.logits;                                                           -- [B'][V]

@@ -46,18 +46,16 @@ vs AS MATERIALIZED (            -- (s, h) -> v0 .. v{D-1}: value of position s, 
     SELECT s, h, %5$s
       FROM generate_series(1, array_length(v, 1)) AS s, generate_series(0, %2$s - 1) AS h
 ),
-scores AS MATERIALIZED (        -- (t, h, s) -> q . k / sqrt(D), only for keys s at or before t (causal mask)
-    SELECT qs.t, qs.h, ks.s, (%6$s) / sqrt(%1$s) AS score
+scores AS (                     -- (t, h) -> keys[i], score[i] = q . k / sqrt(D) of the keys at or before t (causal mask)
+    SELECT qs.t, qs.h, array_agg(ks.s) AS keys, array_agg((%6$s) / sqrt(%1$s)) AS score
       FROM qs
       JOIN ks ON ks.h = qs.h AND ks.s <= array_length(k, 1) - array_length(q, 1) + qs.t
+     GROUP BY qs.t, qs.h
 ),
-exps AS (                       -- (t, h, s) -> exp(score - max score of the row): softmax numerators
-    SELECT sc.t, sc.h, sc.s, softmax_exp(sc.score - max(sc.score) OVER (PARTITION BY sc.t, sc.h)) AS e
+weights AS MATERIALIZED (       -- (t, h, s) -> attention weight: softmax over the keys
+    SELECT sc.t, sc.h, sc.keys[w.i] AS s, w.p AS a
       FROM scores AS sc
-),
-weights AS (                    -- (t, h, s) -> attention weight: softmax over s
-    SELECT ex.t, ex.h, ex.s, ex.e / sum(ex.e) OVER (PARTITION BY ex.t, ex.h) AS a
-      FROM exps AS ex
+     CROSS JOIN LATERAL softmax(sc.score) AS w
 ),
 heads AS (                      -- (t, h) -> out0 .. out{D-1}: weighted sum of the values
     SELECT w.t, w.h, ARRAY[%7$s] AS o

@@ -15,12 +15,18 @@
 -- k[s * n_head + h + 1] = key of position s (from 0), head h, as a vector of D floats; v likewise.
 CREATE TYPE kv AS (k vector[], v vector[]);
 
+-- the cache extended by the keys and values of T new positions, given as the cache holds them: [T *
+-- n_head] (position, head) pieces of D floats
+CREATE FUNCTION kv_append(past kv, k vector[], v vector[]) RETURNS kv
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ROW(coalesce(past.k, '{}') || k, coalesce(past.v, '{}') || v)::kv;
+
 -- the cache extended by the keys and values [T][C] of T new positions
 CREATE FUNCTION kv_append(past kv, k float8[], v float8[]) RETURNS kv
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
-RETURN ROW(coalesce(past.k, '{}') || row_vectors(k, (SELECT cf.n_embd / cf.n_head FROM config AS cf)),
-           coalesce(past.v, '{}') || row_vectors(v, (SELECT cf.n_embd / cf.n_head FROM config AS cf)))::kv;
+RETURN kv_append(past, k => row_vectors(k, (SELECT cf.n_embd / cf.n_head FROM config AS cf)),
+                 v => row_vectors(v, (SELECT cf.n_embd / cf.n_head FROM config AS cf)));
 
 -- positions held in the cache (0 for none)
 CREATE FUNCTION kv_positions(cache kv) RETURNS int
@@ -56,18 +62,16 @@ BEGIN
         SELECT ((u.i - 1) / n_head + 1)::int AS s, ((u.i - 1) % n_head)::int AS h, u.v
           FROM unnest(cache.v) WITH ORDINALITY AS u(v, i)
     ),
-    scores AS MATERIALIZED (    -- (t, h, s) -> q . k / sqrt(D), only for keys s at or before t (causal mask)
-        SELECT qs.t, qs.h, ks.s, -(qs.q <#> ks.k) / sqrt(d) AS score
+    scores AS (                 -- (t, h) -> keys[i], score[i] = q . k / sqrt(D) of the keys at or before t (causal mask)
+        SELECT qs.t, qs.h, array_agg(ks.s) AS keys, array_agg(-(qs.q <#> ks.k) / sqrt(d)) AS score
           FROM qs
           JOIN ks ON ks.h = qs.h AND ks.s <= s_all - t_new + qs.t
+         GROUP BY qs.t, qs.h
     ),
-    exps AS (                   -- (t, h, s) -> exp(score - max score of the row): softmax numerators
-        SELECT sc.t, sc.h, sc.s, softmax_exp(sc.score - max(sc.score) OVER (PARTITION BY sc.t, sc.h)) AS e
+    weights AS MATERIALIZED (   -- (t, h, s) -> attention weight: softmax over the keys
+        SELECT sc.t, sc.h, sc.keys[w.i] AS s, w.p AS a
           FROM scores AS sc
-    ),
-    weights AS (                -- (t, h, s) -> attention weight: softmax over s
-        SELECT ex.t, ex.h, ex.s, ex.e / sum(ex.e) OVER (PARTITION BY ex.t, ex.h) AS a
-          FROM exps AS ex
+         CROSS JOIN LATERAL softmax(sc.score) AS w
     ),
     heads AS (                  -- (t, h) -> out_h: the values weighted by the attention weights, summed
                                 -- (values joined here rather than carried along with every score

@@ -25,25 +25,21 @@ DECLARE
     k      vector[];            -- keys
     v      vector[];            -- values
     a      vector[] := '{}';    -- [T] attention output rows, C floats each, sequence after sequence
-    r      int := 0;            -- rows before sequence seq
-    n      int;
+    s      record;              -- rows s.first_row .. s.last_row are sequence s.seq's
+    lo     int;                 -- its (row, head) pieces in q, k and v: lo .. hi
+    hi     int;
 BEGIN
     qkv := (linear_vectors(row_vectors(x, chunk), n_t, pre || 'c_attn.weight', pre || 'c_attn.bias',
                            as_vectors => true)).yv;
     q := vector_pieces(qkv, d, 1, c);           -- floats 1 .. C of each row, per head
     k := vector_pieces(qkv, d, c + 1, c);       -- C+1 .. 2C
     v := vector_pieces(qkv, d, 2 * c + 1, c);   -- 2C+1 .. 3C
-    present := '{}';
-    FOR seq IN 1 .. cardinality(lengths) LOOP
-        n := lengths[seq];
-        IF n = 0 THEN
-            present[seq] := past[seq];                                                   -- not advancing
-            CONTINUE;
-        END IF;
-        present[seq] := ROW(coalesce(past[seq].k, '{}') || k[r * n_head + 1:(r + n) * n_head],      -- S = past + n
-                          coalesce(past[seq].v, '{}') || v[r * n_head + 1:(r + n) * n_head])::kv;
-        a := a || attention_heads(q[r * n_head + 1:(r + n) * n_head], present[seq]);   -- + n rows
-        r := r + n;
+    present := past;                                                                 -- a sequence without rows keeps its cache
+    FOR s IN SELECT * FROM sequence_rows(lengths) LOOP
+        lo := (s.first_row - 1) * n_head + 1;
+        hi := s.last_row * n_head;
+        present[s.seq] := kv_append(past[s.seq], k => k[lo:hi], v => v[lo:hi]);           -- S = past + n
+        a := a || attention_heads(q[lo:hi], present[s.seq]);                              -- + n rows
     END LOOP;
     y := (linear_vectors(vector_pieces(a, chunk), n_t, pre || 'c_proj.weight', pre || 'c_proj.bias',
                          residual => residual)).y;                                    -- [T][C]
