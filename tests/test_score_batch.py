@@ -117,6 +117,15 @@ def test_forward_batch_rows_equal_numpy(tiny, reference, tol):
     assert len(best1) == 3 and len(best2) == 2
 
 
+
+@pytest.mark.parametrize("lengths", [[2, 2], [3, 3], [6, -1], [5, None]])
+def test_forward_batch_refuses_lengths_that_do_not_cut_the_tokens(tiny, lengths):
+    """lengths must be whole rows per sequence adding up to the tokens (5 here), none negative."""
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"gpt2sql: lengths .* do not cut the 5 tokens"):
+            conn.execute(f"SELECT {model}.forward_batch(%s, %s::int[], NULL)", ([11, 12, 13, 14, 15], lengths))
+
 def test_generate_batch_equals_each_generate(tiny, reference):
     dsn, model = tiny
     cfg, params = reference
