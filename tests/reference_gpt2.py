@@ -162,3 +162,65 @@ def sampling_distribution(logits, temperature, top_k=None, top_p=None, min_p=Non
         keep = p >= min_p * p.max()
         order, p = [o for o, k in zip(order, keep) if k], p[keep]
     return list(zip(order, p / p.sum()))
+
+
+def log_softmax(x):  # [n] -> [n]
+    x = np.asarray(x, dtype=np.float64)
+    return x - (x.max() + np.log(np.sum(np.exp(x - x.max()))))
+
+
+def beam_search(tokens, n, cfg, p, num_beams, length_penalty=1.0, early_stopping=False,
+                num_return_sequences=1, **processors):
+    """transformers' beam search (BeamSearchScorer and BeamHypotheses) for one prompt, written from
+    their rules: each step scores every live beam's next tokens as its sum of log-probabilities so
+    far plus log_softmax(logits) after the processors, keeps the 2 * num_beams best (ties: lower beam,
+    then lower token); among them, in order, an end-of-text within the first num_beams finishes a
+    hypothesis (scored sum / generated_length ** length_penalty, the end-of-text counted), any other
+    token continues a beam until num_beams are chosen. Stops when the hypotheses are done
+    (early_stopping True: num_beams of them; False: no live beam could beat the worst by this step's
+    length; 'never': nor by the longest possible length when length_penalty > 0) or after n tokens,
+    when the live beams join the hypotheses. -> [(tokens, score)], best first."""
+    hyps: list[tuple[float, list[int]]] = []               # (score, generated tokens), at most num_beams
+
+    def add(gen, total, length):
+        score = total / length ** length_penalty
+        if len(hyps) < num_beams or score > min(h[0] for h in hyps):
+            hyps.append((score, gen))
+            if len(hyps) > num_beams:
+                hyps.remove(min(hyps, key=lambda h: h[0]))  # the first of the lowest
+
+    def done(best_total, length):
+        if len(hyps) < num_beams:
+            return False
+        if early_stopping is True:
+            return True
+        if early_stopping == "never" and length_penalty > 0:
+            length = n
+        return min(h[0] for h in hyps) >= best_total / length ** length_penalty
+
+    beams = [([], 0.0)]                                     # (generated tokens, sum of log-probs)
+    for step in range(1, n + 1):
+        cands = []
+        for b, (gen, total) in enumerate(beams):
+            scores = process_logits(log_softmax(forward(list(tokens) + gen, cfg, p)[-1]), list(tokens) + gen,
+                                    step - 1, **processors)
+            cands += [(total + scores[t], b, t) for t in range(len(scores))]
+        cands.sort(key=lambda c: (-c[0], c[1], c[2]))
+        cands = cands[: 2 * num_beams]
+        nxt = []
+        for rank, (total, b, t) in enumerate(cands):
+            if t == EOS:
+                if rank < num_beams:
+                    add(beams[b][0] + [t], total, step)
+            else:
+                nxt.append((beams[b][0] + [t], total))
+            if len(nxt) == num_beams:
+                break
+        beams = nxt
+        if done(cands[0][0], step):
+            break
+    else:
+        for gen, total in beams:
+            add(gen, total, n)
+    ranked = sorted(hyps, key=lambda h: h[0])[::-1]        # equal scores: the later-added first
+    return [(gen, score) for score, gen in ranked[:num_return_sequences]]

@@ -144,16 +144,6 @@ SELECT r.trace_id, r.layer, s.sublayer, r.position, (u.i - 1)::int AS dimension,
   JOIN trace_vectors AS o ON o.trace_id = r.trace_id AND o.stage = s.out_stage AND o.layer = r.layer AND o.position = r.position
  CROSS JOIN LATERAL unnest(o.value, r.value) WITH ORDINALITY AS u(added, value, i);
 
--- log(sum(exp(logits))), computed without overflow: softmax(logits)[i] = exp(logits[i] - logsumexp)
-CREATE FUNCTION logsumexp(logits float8[]) RETURNS float8
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT m.m + ln(sum(softmax_exp(u.e - m.m)))
-      FROM (SELECT max(e) AS m FROM unnest(logits) AS e) AS m
-     CROSS JOIN unnest(logits) AS u(e)
-     GROUP BY m.m;
-END;
-
 -- (trace_id, position, token) -> logit, probability: the model's prediction for the position after
 -- each position (probability = softmax of the logits over the vocabulary)
 CREATE VIEW trace_logits AS

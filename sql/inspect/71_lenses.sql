@@ -68,12 +68,12 @@ CREATE FUNCTION top_tokens(logits float8[], k int)
 RETURNS TABLE (rank int, token int, logit float8, probability float8)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT (row_number() OVER (ORDER BY b.logit DESC, b.i))::int, (b.i - 1)::int, b.logit, softmax_exp(b.logit - z.lse)
-      FROM (SELECT logsumexp(logits) AS lse) AS z                                  -- softmax's denominator, as a log
-     CROSS JOIN LATERAL (SELECT u.logit, u.i                                        -- (i) -> logit, the k best
-                           FROM unnest(logits) WITH ORDINALITY AS u(logit, i)
-                          ORDER BY u.logit DESC, u.i
-                          LIMIT k) AS b
+    SELECT (row_number() OVER (ORDER BY b.logit DESC, b.i))::int, (b.i - 1)::int, b.logit,
+           softmax_exp(b.logit - (SELECT logsumexp(logits)))                      -- a sub-query: computed once
+      FROM (SELECT u.logit, u.i                                                     -- (i) -> logit, the k best
+              FROM unnest(logits) WITH ORDINALITY AS u(logit, i)
+             ORDER BY u.logit DESC, u.i
+             LIMIT k) AS b
      ORDER BY 1;
 END;
 

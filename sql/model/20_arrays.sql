@@ -1,6 +1,7 @@
 -- model/20_arrays.sql: activations travel between stages as 2-D float8 arrays, x[t][i] = position t,
 -- unit i (PostgreSQL arrays count from 1). The helpers the stages share: cutting rows into pieces,
--- adding two arrays (the residual connections), softmax, and the rows of each sequence of a batch.
+-- adding two arrays (the residual connections), softmax and its logarithm, and the rows of each
+-- sequence of a batch.
 
 -- (t, c) -> v[width]: each row of x cut into pieces of `width` values (row t, piece c from 0).
 -- A piece is the slice x[t:t][c*width+1 : c*width+width] unnested and aggregated back (1-D), which
@@ -43,6 +44,23 @@ BEGIN ATOMIC
     SELECT n.i, n.e / sum(n.e) OVER ()                                            -- numerator / denominator
       FROM (SELECT u.i::int, softmax_exp(u.v - max(u.v) OVER ()) AS e             -- (i) -> numerator
               FROM unnest(x) WITH ORDINALITY AS u(v, i)) AS n;
+END;
+
+-- log(sum(exp(logits))), computed without overflow: softmax(logits)[i] = exp(logits[i] - logsumexp)
+CREATE FUNCTION logsumexp(logits float8[]) RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT u.m + ln(sum(softmax_exp(u.e - u.m)))
+      FROM (SELECT e.e, max(e.e) OVER () AS m FROM unnest(logits) AS e(e)) AS u   -- one pass: no join a plan
+     GROUP BY u.m;                                                                 -- could repeat per logit
+END;
+
+-- log(softmax(logits)): each logit's log-probability, logits[i] - logsumexp(logits)
+CREATE FUNCTION log_softmax(logits float8[]) RETURNS float8[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT array_agg(u.e - (SELECT logsumexp(logits)) ORDER BY u.i)       -- a sub-query: computed once
+      FROM unnest(logits) WITH ORDINALITY AS u(e, i);
 END;
 
 -- (seq, first_row, last_row) -> rows first_row .. last_row (from 1) of a batch are sequence seq's,
