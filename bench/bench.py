@@ -247,7 +247,7 @@ BATCH_PROMPTS = ["The quick brown fox", "Hello, my name is", "The database said"
 
 def batch_figures(conn, m: str) -> None:
     """8 prompts x 16 new tokens in one generate_batch, against 1 prompt x 16 and against one
-    complete() per row of a table; scoring a text."""
+    complete() per row of a table; beam search (4 beams x 20 tokens) against greedy; scoring a text."""
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS bench_posts (id int PRIMARY KEY, body text)")
     conn.execute("TRUNCATE bench_posts")
     for i, p in enumerate(BATCH_PROMPTS, 1):
@@ -264,6 +264,16 @@ def batch_figures(conn, m: str) -> None:
     print(f"generate: 1 prompt x 16 new tokens       {one:8.2f} s   (runs: {' '.join(f'{t:.2f}' for t in ones)})")
     print(f"generate_batch: 8 prompts x 16 new tokens {batch:7.2f} s   ({batch / one:.2f}x one prompt; target <= 3x; "
           f"runs: {' '.join(f'{t:.2f}' for t in batches)})")
+    # beam search: 4 beams x 20 new tokens against greedy x 20, alternating the same way
+    greedy, beams = [], []
+    for _ in range(3):
+        greedy.append(best_of(lambda: conn.execute(f"SELECT count(*) FROM {m}.generate(%s, 20)",
+                                                   (BATCH_PROMPTS[0],)).fetchone(), 1))
+        beams.append(best_of(lambda: conn.execute(f"SELECT count(*) FROM {m}.beam_search(%s, num_beams => 4, "
+                                                  "max_new_tokens => 20)", (BATCH_PROMPTS[0],)).fetchone(), 1))
+    print(f"generate: greedy, 20 new tokens           {min(greedy):8.2f} s")
+    print(f"beam_search: 4 beams x 20 new tokens      {min(beams):8.2f} s   ({min(beams) / min(greedy):.2f}x greedy; "
+          f"target <= 2.5x; runs: {' '.join(f'{t:.2f}' for t in beams)})")
     t0 = time.perf_counter()
     conn.execute(f"SELECT id, {m}.complete(body, 16) FROM bench_posts").fetchall()
     rows = time.perf_counter() - t0

@@ -7,8 +7,8 @@
 
 __version__ = "0.3.0"
 
-from .client import Client, Model, ModelNeedsUpgrade, ModelNotFound, Step, TokenProb, Trace  # noqa: E402
+from .client import Client, Hypothesis, Model, ModelNeedsUpgrade, ModelNotFound, Step, TokenProb, Trace  # noqa: E402
 from .db import DatabaseError, connect, resolve_dsn  # noqa: E402
 
-__all__ = ["__version__", "Client", "Model", "ModelNeedsUpgrade", "ModelNotFound", "Step", "TokenProb", "Trace", "DatabaseError",
+__all__ = ["__version__", "Client", "Hypothesis", "Model", "ModelNeedsUpgrade", "ModelNotFound", "Step", "TokenProb", "Trace", "DatabaseError",
            "connect", "resolve_dsn"]

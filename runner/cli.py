@@ -129,6 +129,8 @@ def cmd_generate(args) -> int:
         if args.logprobs:
             raise ValueError("--logprobs shows the tokens of one prompt; it does not go with --file")
         return _generate_file(args)
+    if args.num_beams > 1 or args.num_return_sequences > 1:
+        return _generate_beams(args)
     with Client(args.dsn) as client:
         model = client.model(args.model)
         if args.logprobs:
@@ -147,6 +149,32 @@ def cmd_generate(args) -> int:
                 why = {"length": "max tokens", "endoftext": "<|endoftext|>", "stop": "stop string",
                        "context_full": "context full"}.get(finish or "", "interrupted")
                 print(f"[{n} tokens in {seconds:.1f} s, {n / seconds:.2f} tokens/s; stopped: {why}]", file=sys.stderr)
+    return 0
+
+
+def _generate_beams(args) -> int:
+    """Beam search (SQL beam_search): prompt + each returned hypothesis, best first, one line each
+    when there are several, then its score."""
+    from .client import Client
+
+    sampling = [flag for flag, value, off in (("--temperature", args.temperature, 0.0), ("--top-k", args.top_k, None),
+                                             ("--top-p", args.top_p, None), ("--seed", args.seed, None),
+                                             ("--stop", args.stop, None), ("--min-p", args.min_p, None),
+                                             ("--logprobs", args.logprobs, 0), ("--file", args.file, None))
+                if value != off]
+    if sampling:
+        raise SystemExit(f"gpt2sql generate: beam search (--num-beams, --num-return-sequences) is deterministic and "
+                         f"takes one prompt; it does not go with {', '.join(sampling)}")
+    with Client(args.dsn) as client:
+        hyps = client.model(args.model).beam_search(
+            args.prompt, num_beams=args.num_beams, max_new_tokens=args.n, length_penalty=args.length_penalty,
+            early_stopping={"true": True, "false": False}.get(args.early_stopping, args.early_stopping),
+            num_return_sequences=args.num_return_sequences, repetition_penalty=args.repetition_penalty,
+            no_repeat_ngram_size=args.no_repeat_ngram_size, min_new_tokens=args.min_new_tokens)
+    for h in hyps:
+        print(args.prompt + h.text if len(hyps) == 1 else json.dumps(args.prompt + h.text, ensure_ascii=False))
+        print(f"[{h.rank}: {len(h.tokens)} tokens, score {h.score:.4f}, stopped: "
+              f"{'<|endoftext|>' if h.finish == 'endoftext' else h.finish.replace('_', ' ')}]", file=sys.stderr)
     return 0
 
 
@@ -417,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-new-tokens", type=int, default=0, help="no <|endoftext|> before this many new tokens")
     p.add_argument("--logprobs", type=int, default=0, metavar="N",
                    help="after the text, each token's log-probability and the N likeliest alternatives (1..100)")
+    p.add_argument("--num-beams", type=int, default=1,
+                   help="beam search with this many beams (1..16; 1 = greedy); the best hypothesis is printed")
+    p.add_argument("--num-return-sequences", type=int, default=1,
+                   help="with --num-beams: print this many hypotheses, best first, one JSON string per line")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="with --num-beams: a hypothesis scores its log-probability / length ** this (default 1)")
+    p.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",
+                   help="with --num-beams: when the search stops, as transformers defines it (default false)")
     _add_dsn(p)
     p.set_defaults(func=cmd_generate)
 

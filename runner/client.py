@@ -63,6 +63,15 @@ class BatchStep:
 
 
 @dataclass(frozen=True)
+class Hypothesis:
+    rank: int             # 1 = the best
+    tokens: list[int]     # the new tokens (one that ended with <|endoftext|> keeps it last)
+    text: str             # what they add to the prompt
+    score: float          # sum of log-probabilities / len(tokens) ** length_penalty
+    finish: str           # 'endoftext', 'length' or 'context_full'
+
+
+@dataclass(frozen=True)
 class TokenScore:
     position: int        # its position in what the model reads: 0 is the <|endoftext|> scored after, so from 1
     token: int
@@ -193,6 +202,8 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
 
 # the model's generate() with the prompt and every SamplingOptions field as bound parameters
 GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+PROCESSORS = ("repetition_penalty", "no_repeat_ngram_size", "min_new_tokens")
+BEAM_OPTIONS = ("num_beams", "length_penalty", "early_stopping")   # generate() hands these to beam_search()
 GENERATE_BATCH = "{m}.generate_batch(%s::text[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
@@ -250,8 +261,30 @@ class Model:
     def generate(self, prompt: str, **options) -> str:
         """The continuation of ``prompt`` (without the prompt). Options, named as in transformers'
         generate: max_new_tokens=20, temperature=0 (greedy), top_k, top_p, min_p, seed (in [-1, 1]:
-        reproducible sampling), stop, repetition_penalty=1, no_repeat_ngram_size=0, min_new_tokens=0."""
+        reproducible sampling), stop, repetition_penalty=1, no_repeat_ngram_size=0, min_new_tokens=0;
+        num_beams > 1 (with length_penalty, early_stopping): the best hypothesis of ``beam_search``."""
+        if any(k in options for k in BEAM_OPTIONS):
+            return self.beam_search(prompt, **options)[0].text
         return "".join(s.piece for s in self.steps(prompt, **options))
+
+    def beam_search(self, prompt: str, num_beams: int = 4, max_new_tokens: int = 20, length_penalty: float = 1.0,
+                    early_stopping: bool | str = False, num_return_sequences: int = 1, **processors) -> list[Hypothesis]:
+        """The ``num_return_sequences`` best hypotheses of a beam search, best first, as transformers'
+        generate finds them with ``num_beams`` and no sampling. early_stopping: False, True or
+        "never"; processors: repetition_penalty, no_repeat_ngram_size, min_new_tokens."""
+        unknown = sorted(set(processors) - set(PROCESSORS))
+        if unknown:
+            raise TypeError(f"beam search is deterministic and takes no {', '.join(unknown)} "
+                            f"(its options: num_beams, max_new_tokens, length_penalty, early_stopping, "
+                            f"num_return_sequences, {', '.join(PROCESSORS)})")
+        if early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', not {early_stopping!r}")
+        opts = SamplingOptions(max_new_tokens=max_new_tokens, **processors)       # checks the int options
+        rows = self.query("SELECT rank, tokens, text, score, finish FROM {m}.beam_search(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                          (_check_text(prompt), num_beams, opts.max_new_tokens, length_penalty,
+                           str(early_stopping).lower(), num_return_sequences, opts.repetition_penalty,
+                           opts.no_repeat_ngram_size, opts.min_new_tokens))
+        return [Hypothesis(*r) for r in rows]
 
     def generate_batch(self, prompts: Sequence[str], **options) -> list[str]:
         """The continuation of each prompt, in order: all prompts advance together, one model run per

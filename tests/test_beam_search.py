@@ -4,6 +4,7 @@ transformers' rules, on every server and kernel; bad options refused; Python and
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -125,3 +126,31 @@ def test_a_prompt_that_fills_the_context_is_refused(tiny):
         n = conn.execute(f"SELECT n_positions FROM {model}.config").fetchone()[0]
         with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="gpt2sql: the prompt is"):
             conn.execute(f"SELECT * FROM {model}.beam_search(%s)", (" a" * (n + 1),))
+
+
+def test_python_and_cli_take_the_beam_options(main_dsn, eos_ckpt):
+    model = ensure_model(main_dsn, eos_ckpt, "tiny_eos_cli", "sql")
+    case = 3                                    # 3 beams, early_stopping 'never', length_penalty 1.5, 3 back
+    want = reference(eos_ckpt, case)
+    texts = [encoding().decode([t for t in tokens if t != ref.EOS]) for tokens, _ in want]
+    with gpt2sql.Client(main_dsn) as client:
+        m = client.model(model)
+        hyps = m.beam_search(PROMPT, num_beams=3, max_new_tokens=N_NEW, early_stopping="never", length_penalty=1.5,
+                             num_return_sequences=3)
+        assert [(h.rank, h.tokens) for h in hyps] == [(i + 1, t) for i, (t, _) in enumerate(want)]
+        assert all(abs(h.score - s) <= 1e-9 for h, (_, s) in zip(hyps, want))
+        assert m.generate(PROMPT, num_beams=3, max_new_tokens=N_NEW, early_stopping="never",
+                          length_penalty=1.5) == texts[0]
+        with pytest.raises(TypeError, match="beam search is deterministic and takes no temperature"):
+            m.generate(PROMPT, num_beams=3, temperature=0.7)
+        with pytest.raises(ValueError, match="early_stopping must be True, False or 'never'"):
+            m.beam_search(PROMPT, early_stopping="sometimes")
+    run = subprocess.run([*CLI, "generate", PROMPT, "--model", model, "-n", str(N_NEW), "--num-beams", "3",
+                          "--early-stopping", "never", "--length-penalty", "1.5", "--num-return-sequences", "3",
+                          "--dsn", main_dsn], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert [json.loads(line) for line in run.stdout.splitlines()] == [PROMPT + t for t in texts]
+    assert run.stderr.splitlines()[0].startswith(f"[1: {len(want[0][0])} tokens, score {want[0][1]:.4f}")
+    bad = subprocess.run([*CLI, "generate", PROMPT, "--model", model, "--num-beams", "3", "--temperature", "0.7",
+                          "--dsn", main_dsn], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "beam search (--num-beams, --num-return-sequences) is deterministic" in bad.stderr
