@@ -129,8 +129,10 @@ def cmd_generate(args) -> int:
         if args.logprobs:
             raise ValueError("--logprobs shows the tokens of one prompt; it does not go with --file")
         return _generate_file(args)
-    if args.num_beams > 1 or args.num_return_sequences > 1:
+    if args.num_beams > 1:
         return _generate_beams(args)
+    if args.num_return_sequences > 1:
+        return _generate_samples(args)
     with Client(args.dsn) as client:
         model = client.model(args.model)
         if args.logprobs:
@@ -163,8 +165,8 @@ def _generate_beams(args) -> int:
                                              ("--logprobs", args.logprobs, 0), ("--file", args.file, None))
                 if value != off]
     if sampling:
-        raise SystemExit(f"gpt2sql generate: beam search (--num-beams, --num-return-sequences) is deterministic and "
-                         f"takes one prompt; it does not go with {', '.join(sampling)}")
+        raise SystemExit(f"gpt2sql generate: beam search (--num-beams) is deterministic and takes one prompt; "
+                         f"it does not go with {', '.join(sampling)}")
     with Client(args.dsn) as client:
         hyps = client.model(args.model).beam_search(
             args.prompt, num_beams=args.num_beams, max_new_tokens=args.n, length_penalty=args.length_penalty,
@@ -175,6 +177,20 @@ def _generate_beams(args) -> int:
         print(args.prompt + h.text if len(hyps) == 1 else json.dumps(args.prompt + h.text, ensure_ascii=False))
         print(f"[{h.rank}: {len(h.tokens)} tokens, score {h.score:.4f}, stopped: "
               f"{'<|endoftext|>' if h.finish == 'endoftext' else h.finish.replace('_', ' ')}]", file=sys.stderr)
+    return 0
+
+
+def _generate_samples(args) -> int:
+    """Several samples of one prompt (SQL generate's num_return_sequences): prompt + each, one JSON
+    string per line."""
+    from .client import Client
+
+    if args.file is not None or args.logprobs:
+        raise SystemExit("gpt2sql generate: --num-return-sequences samples one prompt; it does not go with "
+                         + ("--file" if args.file is not None else "--logprobs"))
+    with Client(args.dsn) as client:
+        for text in client.model(args.model).samples(args.prompt, args.num_return_sequences, **_sampling(args)):
+            print(json.dumps(args.prompt + text, ensure_ascii=False))
     return 0
 
 
@@ -448,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=int, default=1,
                    help="beam search with this many beams (1..16; 1 = greedy); the best hypothesis is printed")
     p.add_argument("--num-return-sequences", type=int, default=1,
-                   help="with --num-beams: print this many hypotheses, best first, one JSON string per line")
+                   help="print this many answers, one JSON string per line: with --num-beams the best hypotheses, "
+                        "best first; with --temperature > 0 samples, each from its own seeded stream")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="with --num-beams: a hypothesis scores its log-probability / length ** this (default 1)")
     p.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",

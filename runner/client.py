@@ -202,6 +202,7 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
 
 # the model's generate() with the prompt and every SamplingOptions field as bound parameters
 GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+GENERATE_SAMPLES = "{m}.generate(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, num_return_sequences => %s)"
 PROCESSORS = ("repetition_penalty", "no_repeat_ngram_size", "min_new_tokens")
 BEAM_OPTIONS = ("num_beams", "length_penalty", "early_stopping")   # generate() hands these to beam_search()
 GENERATE_BATCH = "{m}.generate_batch(%s::text[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -266,6 +267,18 @@ class Model:
         if any(k in options for k in BEAM_OPTIONS):
             return self.beam_search(prompt, **options)[0].text
         return "".join(s.piece for s in self.steps(prompt, **options))
+
+    def samples(self, prompt: str, num_return_sequences: int, **options) -> list[str]:
+        """``num_return_sequences`` sampled continuations of ``prompt`` (temperature > 0 required), all
+        advancing together in one SQL generate call; with a seed, sample i draws from its own stream,
+        so it is the same whatever num_return_sequences is. Same options as ``generate``."""
+        opts = SamplingOptions(**options)
+        rows = self.query("SELECT sample, piece FROM " + GENERATE_SAMPLES,
+                          (_check_text(prompt), *opts.params(), num_return_sequences))
+        out = [""] * num_return_sequences
+        for sample, piece in rows:
+            out[sample - 1] += piece
+        return out
 
     def beam_search(self, prompt: str, num_beams: int = 4, max_new_tokens: int = 20, length_penalty: float = 1.0,
                     early_stopping: bool | str = False, num_return_sequences: int = 1, **processors) -> list[Hypothesis]:

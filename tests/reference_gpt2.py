@@ -224,3 +224,22 @@ def beam_search(tokens, n, cfg, p, num_beams, length_penalty=1.0, early_stopping
             add(gen, total, n)
     ranked = sorted(hyps, key=lambda h: h[0])[::-1]        # equal scores: the later-added first
     return [(gen, score) for score, gen in ranked[:num_return_sequences]]
+
+
+def stream_uniform(seed, stream, step):
+    """The seeded draw generation uses for sequence `stream` at `step`: 52 bits of an md5."""
+    import hashlib
+    text = f"gpt2sql {seed!r} {stream} {step}"
+    return int(hashlib.md5(text.encode()).hexdigest()[:13], 16) / 2.0 ** 52
+
+
+def sample_seeded(tokens, n, cfg, p, seed, stream, temperature, top_k=None, top_p=None, min_p=None):
+    """n tokens sampled as a seeded generation draws sample `stream`: at each step the first token
+    (most likely first) whose cumulative probability exceeds that step's draw."""
+    out = list(tokens)
+    for step in range(1, n + 1):
+        dist = sampling_distribution(forward(out, cfg, p)[-1], temperature, top_k, top_p, min_p)
+        u = stream_uniform(seed, stream, step)
+        cum = np.cumsum([q for _, q in dist])
+        out.append(int(dist[min(int(np.searchsorted(cum, u, side="right")), len(dist) - 1)][0]))
+    return out[len(tokens):]

@@ -5,6 +5,7 @@ through Python and the CLI."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -219,3 +220,53 @@ def test_logprobs_through_python_and_the_cli(main_dsn, tiny_ckpt):
     assert lines[1].split()[:4] == ["step", "token", "piece", "logprob"] and len(lines) == 5
     for s, line in zip(steps, lines[2:]):
         assert line.split()[1] == str(s.token) and f"{s.logprob:.4f}" in line
+
+
+def test_samples_draw_each_from_its_own_seeded_stream(tiny, tiny_ckpt):
+    """num_return_sequences samples: sample s takes, at step i, the first token whose cumulative
+    probability exceeds the md5-based draw (seed, s, i), in the reference; the first sample is the
+    single run's, and a prompt's samples do not depend on the other prompts of the batch."""
+    dsn, model = tiny
+    cfg, params = ref.load(tiny_ckpt)
+    seed, opts = 0.3, dict(temperature=1.5, top_k=50)
+    want = [ref.sample_seeded(encode(PROMPT), 5, cfg, params, seed, s, **opts) for s in (1, 2, 3)]
+    assert len({tuple(w) for w in want}) == 3
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        q = (f"SELECT sample, array_agg(token ORDER BY step) FROM {model}.generate(%s, 5, %s, %s, seed => %s, "
+             f"num_return_sequences => %s) GROUP BY sample ORDER BY sample")
+        got = [r[1] for r in conn.execute(q, (PROMPT, opts["temperature"], opts["top_k"], seed, 3)).fetchall()]
+        single = [r[1] for r in conn.execute(q, (PROMPT, opts["temperature"], opts["top_k"], seed, 1)).fetchall()]
+        batch = conn.execute(f"""SELECT prompt_index, sample, array_agg(token ORDER BY step)
+                                   FROM {model}.generate_batch(%s, 5, %s, %s, seed => %s, num_return_sequences => 2)
+                                  GROUP BY 1, 2 ORDER BY 1, 2""",
+                             (["Other words first", PROMPT], opts["temperature"], opts["top_k"], seed)).fetchall()
+    assert got == want
+    assert single == want[:1]
+    assert [r[2] for r in batch if r[0] == 2] == want[:2]
+
+
+@pytest.mark.parametrize("args, message", [
+    ("temperature => 1, num_return_sequences => 0", "num_return_sequences must be >= 1, got 0"),
+    ("num_return_sequences => 2", r"num_return_sequences > 1 needs sampling \(temperature > 0\)"),
+    ("temperature => 1, num_return_sequences => 65", "1 prompts x 65 samples in one batch; the limit is 64"),
+])
+def test_bad_sample_counts_are_refused(tiny, args, message):
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error, match="gpt2sql: " + message):
+            conn.execute(f"SELECT * FROM {model}.generate(%s, 3, {args})", (PROMPT,))
+
+
+def test_samples_through_python_and_the_cli(main_dsn, tiny_ckpt):
+    model = ensure_model(main_dsn, tiny_ckpt, "tiny_processors", "sql")
+    cfg, params = ref.load(tiny_ckpt)
+    want = [ref.sample_seeded(encode(PROMPT), 4, cfg, params, -0.5, s, 0.9) for s in (1, 2)]
+    with gpt2sql.Client(main_dsn) as client:
+        m = client.model(model)
+        texts = [m.detokenize(w) for w in want]
+        assert m.samples(PROMPT, 2, max_new_tokens=4, temperature=0.9, seed=-0.5) == texts
+    run = subprocess.run([*CLI, "generate", PROMPT, "--model", model, "-n", "4", "--temperature", "0.9", "--seed",
+                          "-0.5", "--num-return-sequences", "2", "--dsn", main_dsn], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert [json.loads(line) for line in run.stdout.splitlines()] == [PROMPT + t for t in texts]

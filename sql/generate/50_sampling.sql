@@ -4,7 +4,8 @@
 --   otherwise: p = softmax(logits / temperature), computed as exp((logit - max) / temperature) so
 --   that every temperature > 0 works, keep the top_k most likely, then the smallest
 --   set whose probability reaches top_p (nucleus), then those at least min_p times as likely as
---   the likeliest, renormalise and draw with random(). The order is transformers' (temperature,
+--   the likeliest, renormalise and draw: the first token whose cumulative probability exceeds a
+--   uniform number (the sequence's seeded stream_uniform, or random()). The order is transformers' (temperature,
 --   top_k, top_p, min_p); the logits processors (55_processors.sql) come before all of them.
 --   Ties are broken by token id, so the order (and a seeded draw) is reproducible.
 
@@ -87,17 +88,23 @@ BEGIN ATOMIC
     SELECT k.rank, k.token, k.p / sum(k.p) OVER () FROM kept AS k ORDER BY k.rank;
 END;
 
--- logits -> token id; draws with random() (seeded by the caller's setseed) unless temperature = 0.
--- best: the greedy token when the caller already has it (lm_head finds it with the logits, and
--- generation passes it on), so that greedy decoding does not go through the logits again.
+-- A seeded stream of uniform numbers in [0, 1): draw `step` of stream `stream` for seed, read from the
+-- md5 of the three (52 bits of it). Each sequence of a generation draws from its own stream, so what
+-- one sample draws does not depend on how many others there are or on the session's random().
+CREATE FUNCTION stream_uniform(seed float8, stream int, step int) RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ('x' || left(md5(format('gpt2sql %s %s %s', seed, stream, step)), 13))::bit(52)::bigint / 2.0::float8 ^ 52;
+
+-- logits -> token id, unless temperature = 0 drawn with the uniform number u in [0, 1) (NULL:
+-- random()). best: the greedy token when the caller already has it (lm_head finds it with the
+-- logits, and generation passes it on), so that greedy decoding does not go through the logits again.
 CREATE FUNCTION sample_token(logits float8[], temperature float8, top_k int, top_p float8, best int DEFAULT NULL,
-                             min_p float8 DEFAULT NULL)
+                             min_p float8 DEFAULT NULL, u float8 DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    u float8;
     chosen int;
 BEGIN
     IF temperature = 0 AND best IS NOT NULL THEN
@@ -109,7 +116,7 @@ BEGIN
          LIMIT 1;
         RETURN chosen;
     END IF;
-    u := random();
+    u := coalesce(u, random());
     SELECT d.token INTO chosen  -- the first token whose cumulative probability exceeds u
       FROM (SELECT s.rank, s.token, sum(s.probability) OVER (ORDER BY s.rank) AS cum
               FROM sampling_distribution(logits, temperature, top_k, top_p, min_p) AS s) AS d

@@ -83,7 +83,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF seed IS NOT NULL AND NOT (seed BETWEEN -1 AND 1) THEN
-        RAISE EXCEPTION 'gpt2sql: seed must be between -1 and 1 (PostgreSQL''s setseed range), got %', seed
+        RAISE EXCEPTION 'gpt2sql: seed must be between -1 and 1, got %', seed
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END
@@ -96,7 +96,9 @@ $$;
 --   temperature     0 = greedy (always the likeliest token); > 0: sample from softmax(logits / temperature)
 --   top_k           sample among the k likeliest tokens only, k >= 1 (NULL: all)
 --   top_p           sample among the likeliest tokens whose probabilities add up to top_p, in (0, 1] (NULL: 1)
---   seed            in [-1, 1]: setseed(seed) first, so a sampled run repeats (NULL: not seeded)
+--   seed            in [-1, 1]: each sequence draws from its own stream for this seed (stream_uniform),
+--                   so a sampled run repeats, and a prompt's samples do not depend on the rest of
+--                   the batch (NULL: random())
 --   stop            a text that ends a sequence where it appears, cut before it (NULL: none)
 --   min_p           sample among the tokens at least min_p times as likely as the likeliest, in [0, 1]
 --   repetition_penalty, no_repeat_ngram_size, min_new_tokens: the logits processors of
@@ -106,6 +108,9 @@ $$;
 --                   the processors; sampling: after temperature, top_k, top_p and min_p), and the n
 --                   likeliest tokens of that distribution with theirs (top_tokens, top_logprobs);
 --                   0 (the default): those columns are NULL
+--   num_return_sequences  samples per prompt, 1 to max_batch_prompts() in all (sampling only: greedy
+--                   would repeat one); sample counts them from 1, and sample s of each prompt draws
+--                   from stream s
 -- step counts from 1; piece is the text the token adds (a character split across tokens comes
 -- whole with its last token); finish is NULL but on a sequence's last row. All
 -- sequences advance together: each step runs the model once for every unfinished sequence (their
@@ -117,29 +122,32 @@ CREATE FUNCTION generate_batch(prompts text[], max_new_tokens int DEFAULT 20, te
                                top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                                stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
                                no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0,
-                               logprobs int DEFAULT 0)
+                               logprobs int DEFAULT 0, num_return_sequences int DEFAULT 1)
 RETURNS TABLE (prompt_index int, step int, token int, piece text, finish text, logprob float8, top_tokens int[],
-               top_logprobs float8[])
+               top_logprobs float8[], sample int)
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
 AS $$
 DECLARE
     n_positions int := (SELECT c.n_positions FROM config AS c);
     n        int := cardinality(prompts);
+    n_seq    int;               -- sequences: n prompts x num_return_sequences samples, prompt after prompt
     prompt   text;
     which    text;              -- 'the prompt' or 'prompt 3': how errors and notices name prompt seq
     tokens   int[] := '{}';     -- the new tokens of every advancing sequence, one after another
-    lengths  int[] := '{}';     -- [n] new tokens of sequence seq in this step (0: finished)
-    n_ctx    int[] := '{}';     -- [n] positions sequence seq has used
-    pending  bytea[] := '{}';   -- [n] bytes of a character not yet complete
-    text_out text[] := '{}';    -- [n] what sequence seq generated so far, for the stop string
+    lengths  int[] := '{}';     -- [n_seq] new tokens of sequence seq in this step (0: finished)
+    n_ctx    int[] := '{}';     -- [n_seq] positions sequence seq has used
+    pending  bytea[] := '{}';   -- [n_seq] bytes of a character not yet complete
+    text_out text[] := '{}';    -- [n_seq] what sequence seq generated so far, for the stop string
     state    record;            -- (logits [B'][V], present, best [B']): the model's output and the KV caches
     out      token_text;
     k        int;               -- row of state.logits for sequence seq
-    history  token_list[] := '{}';  -- [n] the tokens of sequence seq so far, for the processors
+    history  token_list[] := '{}';  -- [n_seq] the tokens of sequence seq so far, for the processors
     prompt_tokens int[];
     processed boolean := repetition_penalty <> 1 OR no_repeat_ngram_size > 0 OR min_new_tokens > 0;
     row_logits float8[];        -- [V] sequence seq's next-token logits, when the processors or logprobs need them
+    u        float8;            -- the seeded draw of sequence seq at this step (NULL: random())
+    picks    int[];             -- [n_seq] the prompt of each sequence
 BEGIN
     IF prompts IS NULL OR n = 0 THEN
         RAISE EXCEPTION 'gpt2sql: prompts is an empty array' USING ERRCODE = 'invalid_parameter_value';
@@ -148,10 +156,21 @@ BEGIN
         RAISE EXCEPTION 'gpt2sql: prompts must be a one-dimensional array, got % dimensions', array_ndims(prompts)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF n > max_batch_prompts() THEN
-        RAISE EXCEPTION 'gpt2sql: % prompts in one batch; the limit is %', n, max_batch_prompts()
-            USING ERRCODE = 'program_limit_exceeded', HINT = 'split the prompts into several batches';
+    IF num_return_sequences IS NULL OR num_return_sequences < 1 THEN
+        RAISE EXCEPTION 'gpt2sql: num_return_sequences must be >= 1, got %', coalesce(num_return_sequences::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF num_return_sequences > 1 AND NOT (temperature > 0) THEN
+        RAISE EXCEPTION 'gpt2sql: num_return_sequences > 1 needs sampling (temperature > 0): greedy decoding would return one sequence % times', num_return_sequences
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'for several greedy-like answers use beam_search(..., num_return_sequences => n)';
+    END IF;
+    IF n > max_batch_prompts() / num_return_sequences THEN
+        RAISE EXCEPTION 'gpt2sql: % in one batch; the limit is % sequences',
+            CASE WHEN num_return_sequences = 1 THEN format('%s prompts', n)
+                 ELSE format('%s prompts x %s samples', n, num_return_sequences) END,
+            max_batch_prompts() USING ERRCODE = 'program_limit_exceeded', HINT = 'split the prompts into several batches';
+    END IF;
+    n_seq := n * num_return_sequences;
     PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed, min_p, repetition_penalty,
                              no_repeat_ngram_size, min_new_tokens, logprobs);
     FOR seq IN 1 .. n LOOP
@@ -170,28 +189,37 @@ BEGIN
         prompt_tokens := tokenize(prompt);
         tokens := tokens || prompt_tokens;
         lengths[seq] := cardinality(prompt_tokens);
-        history[seq] := ROW(prompt_tokens)::token_list;
         IF lengths[seq] > n_positions THEN
             RAISE EXCEPTION 'gpt2sql: % is % tokens; the model''s context is % positions', which, lengths[seq], n_positions
                 USING ERRCODE = 'program_limit_exceeded';
         END IF;
-        n_ctx[seq] := lengths[seq];
-        pending[seq] := ''::bytea;
-        text_out[seq] := '';
+        FOR s IN 1 .. num_return_sequences LOOP                        -- its samples' state
+            history[(seq - 1) * num_return_sequences + s] := ROW(prompt_tokens)::token_list;
+            n_ctx[(seq - 1) * num_return_sequences + s] := lengths[seq];
+            pending[(seq - 1) * num_return_sequences + s] := ''::bytea;
+            text_out[(seq - 1) * num_return_sequences + s] := '';
+        END LOOP;
     END LOOP;
-    IF seed IS NOT NULL THEN
-        PERFORM setseed(seed);
+    state := forward_batch(tokens, lengths, NULL);                    -- prefill: every prompt once
+    IF num_return_sequences > 1 THEN                                  -- each sample starts from its prompt's
+        picks := ARRAY(SELECT (j - 1) / num_return_sequences + 1 FROM generate_series(1, n_seq) AS j);  -- logits and
+        SELECT pick_rows(state.logits, picks) AS logits,                                               -- a copy of
+               pick_caches(state.present, n_seq => n, picks => picks) AS present,                      -- its caches
+               ARRAY(SELECT state.best[p.r] FROM unnest(picks) WITH ORDINALITY AS p(r, j) ORDER BY p.j) AS best
+          INTO state;
     END IF;
-    state := forward_batch(tokens, lengths, NULL);                    -- prefill: every prompt at once
+    lengths := array_fill(1, ARRAY[n_seq]);
 
     FOR i IN 1 .. max_new_tokens LOOP
         step := i;
         k := 0;
         tokens := '{}';
-        FOR seq IN 1 .. n LOOP
+        FOR seq IN 1 .. n_seq LOOP
             CONTINUE WHEN lengths[seq] = 0;                             -- finished earlier
             k := k + 1;
-            prompt_index := seq;
+            prompt_index := (seq - 1) / num_return_sequences + 1;
+            sample := (seq - 1) % num_return_sequences + 1;
+            u := CASE WHEN temperature > 0 AND seed IS NOT NULL THEN stream_uniform(seed, sample, i) END;
             IF processed OR logprobs > 0 THEN   -- this sequence's logits are needed (greedy cannot take best)
                 row_logits := ARRAY(SELECT unnest(state.logits[k:k][:]));                     -- [V]
                 IF processed THEN
@@ -199,7 +227,7 @@ BEGIN
                                                  no_repeat_ngram_size, min_new_tokens);
                 END IF;
                 token := sample_token(row_logits, temperature, top_k, top_p, CASE WHEN processed THEN NULL
-                                                                                   ELSE state.best[k] END, min_p);
+                                                                                   ELSE state.best[k] END, min_p, u);
                 IF processed THEN
                     history[seq] := ROW((history[seq]).tokens || token)::token_list;
                 END IF;
@@ -209,13 +237,14 @@ BEGIN
                 END IF;
             ELSE
                 token := sample_token(CASE WHEN temperature > 0 THEN state.logits[k:k][:] END,  -- [1][V]: greedy
-                                      temperature, top_k, top_p, state.best[k], min_p);      -- takes best (a slice
+                                      temperature, top_k, top_p, state.best[k], min_p, u);   -- takes best (a slice
                                                                                              -- copies all logits)
             END IF;
             out := next_piece(token, pending[seq], text_out[seq], stop, i = max_new_tokens, n_ctx[seq] >= n_positions);
             piece := out.piece;
             finish := out.finish;
-            which := CASE WHEN n = 1 THEN '' ELSE format(' of prompt %s', seq) END;
+            which := CASE WHEN n = 1 THEN '' ELSE format(' of prompt %s', prompt_index) END
+                     || CASE WHEN num_return_sequences = 1 THEN '' ELSE format(', sample %s', sample) END;
             IF finish = 'context_full' THEN
                 RAISE WARNING 'gpt2sql: stopped after % new tokens%: the context of % positions is full',
                     i, which, n_positions;
@@ -223,8 +252,8 @@ BEGIN
             pending[seq] := out.pending;
             text_out[seq] := text_out[seq] || piece;
             RAISE NOTICE 'gpt2sql token %: % %', format('%s/%s%s', i, max_new_tokens, which), token, quote_literal(piece)
-                USING DETAIL = json_build_object('prompt_index', seq, 'step', i, 'token', token, 'piece', piece,
-                                                 'finish', finish)::text;
+                USING DETAIL = json_build_object('prompt_index', prompt_index, 'step', i, 'token', token, 'piece', piece,
+                                                 'finish', finish, 'sample', sample)::text;
             RETURN NEXT;
             IF finish IS NULL THEN
                 tokens := tokens || token;
@@ -245,19 +274,22 @@ $$;
 -- temperature (0 = greedy, > 0 samples), top_k (>= 1 or NULL), top_p ((0, 1] or NULL), seed
 -- ([-1, 1] or NULL), stop (text or NULL), min_p ([0, 1] or NULL), repetition_penalty (> 0; 1 = off),
 -- no_repeat_ngram_size (>= 0; 0 = off), min_new_tokens (0 to max_new_tokens), logprobs (0 to 100:
--- logprob, top_tokens and top_logprobs, NULL for 0)
+-- logprob, top_tokens and top_logprobs, NULL for 0), num_return_sequences (samples, 1 to 64, each
+-- from its own seeded stream; rows sample by sample)
 CREATE FUNCTION generate(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                          stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
-                         no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0, logprobs int DEFAULT 0)
-RETURNS TABLE (step int, token int, piece text, finish text, logprob float8, top_tokens int[], top_logprobs float8[])
+                         no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0, logprobs int DEFAULT 0,
+                         num_return_sequences int DEFAULT 1)
+RETURNS TABLE (step int, token int, piece text, finish text, logprob float8, top_tokens int[], top_logprobs float8[],
+               sample int)
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
 BEGIN ATOMIC
-    SELECT g.step, g.token, g.piece, g.finish, g.logprob, g.top_tokens, g.top_logprobs
+    SELECT g.step, g.token, g.piece, g.finish, g.logprob, g.top_tokens, g.top_logprobs, g.sample
       FROM generate_batch(ARRAY[prompt], max_new_tokens, temperature, top_k, top_p, seed, stop, min_p,
-                          repetition_penalty, no_repeat_ngram_size, min_new_tokens, logprobs) AS g
-     ORDER BY g.step;
+                          repetition_penalty, no_repeat_ngram_size, min_new_tokens, logprobs, num_return_sequences) AS g
+     ORDER BY g.sample, g.step;
 END;
 
 -- prompt + continuation as one text; the arguments are generate's (prompt, max_new_tokens,

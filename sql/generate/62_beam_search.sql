@@ -111,7 +111,6 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     eos        int := (SELECT v.token FROM vocab AS v WHERE v.piece = '<|endoftext|>');
-    n_layer    int := (SELECT c.n_layer FROM config AS c);
     stopping   text := lower(early_stopping);
     prompt_ids int[];
     n_steps    int;                 -- steps at most: max_new_tokens, or fewer where the context ends
@@ -187,13 +186,7 @@ BEGIN
                                best_sum => (SELECT max(c) FROM unnest(c_total) AS c), new_tokens => step,
                                max_new_tokens => n_steps, length_penalty => length_penalty);
         EXIT WHEN done OR step = n_steps;
-        -- the chosen beams' caches: each its parent's (present[layer * B + beam])
-        caches := '{}';
-        FOR layer IN 0 .. n_layer - 1 LOOP
-            FOR j IN 1 .. num_beams LOOP
-                caches[layer * num_beams + j] := state.present[layer * cardinality(state.best) + parents[j]];
-            END LOOP;
-        END LOOP;
+        caches := pick_caches(state.present, n_seq => cardinality(state.best), picks => parents);  -- each its parent's
         state := forward_batch(new_tokens, array_fill(1, ARRAY[num_beams]), caches);   -- one position per beam
     END LOOP;
     IF NOT done THEN                                        -- the live beams join the hypotheses

@@ -76,3 +76,12 @@ BEGIN ATOMIC
      WHERE r.n > 0
      ORDER BY r.seq;
 END;
+
+-- rows picks[1], picks[2], ... of a 2-D array x, in that order (a row may come several times):
+-- [cardinality(picks)][width]
+CREATE FUNCTION pick_rows(x float8[], picks int[]) RETURNS float8[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT array_agg(ARRAY(SELECT unnest(x[p.r:p.r][:])) ORDER BY p.j)
+      FROM unnest(picks) WITH ORDINALITY AS p(r, j);
+END;

@@ -102,6 +102,17 @@ BEGIN
 END
 $$;
 
+-- The KV caches of sequences picks[1], picks[2], ... of a batch of n_seq sequences (cache[layer *
+-- n_seq + seq], as forward_batch takes and returns them), each copied to its new place j:
+-- [layer * m + j], m = cardinality(picks). Beams that extend one parent, samples of one prompt.
+CREATE FUNCTION pick_caches(cache kv[], n_seq int, picks int[]) RETURNS kv[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT array_agg(cache[l.layer * n_seq + p.seq] ORDER BY l.layer, p.j)
+      FROM generate_series(0, cardinality(cache) / n_seq - 1) AS l(layer)
+     CROSS JOIN unnest(picks) WITH ORDINALITY AS p(seq, j);
+END;
+
 -- the residual stream after the last block, [T][C], for every position of a fresh sequence (scoring)
 CREATE FUNCTION residual_stream(tokens int[])
 RETURNS float8[]
