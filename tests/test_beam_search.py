@@ -154,3 +154,14 @@ def test_python_and_cli_take_the_beam_options(main_dsn, eos_ckpt):
     bad = subprocess.run([*CLI, "generate", PROMPT, "--model", model, "--num-beams", "3", "--temperature", "0.7",
                           "--dsn", main_dsn], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "beam search (--num-beams) is deterministic" in bad.stderr
+
+
+def test_complete_takes_num_beams(eos_model, eos_ckpt):
+    dsn, model = eos_model
+    best = reference(eos_ckpt, 3)[0][0]          # 3 beams, early_stopping 'never', length_penalty 1.5
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        got = conn.execute(f"SELECT {model}.complete(%s, {N_NEW}, num_beams => 3, early_stopping => 'never', "
+                           "length_penalty => 1.5)", (PROMPT,)).fetchone()[0]
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="gpt2sql: beam search .* is deterministic"):
+            conn.execute(f"SELECT {model}.complete(%s, 5, temperature => 0.8, num_beams => 2)", (PROMPT,))
+    assert got == PROMPT + encoding().decode([t for t in best if t != ref.EOS])

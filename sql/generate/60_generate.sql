@@ -293,19 +293,33 @@ BEGIN ATOMIC
 END;
 
 -- prompt + continuation as one text; the arguments are generate's (prompt, max_new_tokens,
--- temperature, top_k, top_p, seed, stop, min_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
+-- temperature, top_k, top_p, seed, stop, min_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens),
+-- then beam_search's: num_beams > 1 (with length_penalty, early_stopping) completes with its best
+-- hypothesis instead (62_beam_search.sql; the sampling options must then be left at their defaults)
 CREATE FUNCTION complete(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                          stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
-                         no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0)
+                         no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0, num_beams int DEFAULT 1,
+                         length_penalty float8 DEFAULT 1, early_stopping text DEFAULT 'false')
 RETURNS text
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
-BEGIN ATOMIC
-    SELECT prompt || coalesce(string_agg(g.piece, '' ORDER BY g.step), '')
-      FROM generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, min_p, repetition_penalty,
-                    no_repeat_ngram_size, min_new_tokens) AS g;
-END;
+AS $$
+BEGIN
+    IF num_beams IS DISTINCT FROM 1 THEN
+        IF temperature <> 0 OR top_k IS NOT NULL OR top_p IS NOT NULL OR seed IS NOT NULL OR stop IS NOT NULL
+           OR min_p IS NOT NULL THEN
+            RAISE EXCEPTION 'gpt2sql: beam search (num_beams > 1) is deterministic: temperature, top_k, top_p, seed, stop and min_p do not apply to it'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN prompt || (SELECT b.text FROM beam_search(prompt, num_beams, max_new_tokens, length_penalty, early_stopping,
+                                                        1, repetition_penalty, no_repeat_ngram_size, min_new_tokens) AS b);
+    END IF;
+    RETURN (SELECT prompt || coalesce(string_agg(g.piece, '' ORDER BY g.step), '')
+              FROM generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, min_p, repetition_penalty,
+                            no_repeat_ngram_size, min_new_tokens) AS g);
+END
+$$;
 
 -- (rank) -> token, piece, probability: the k most likely next tokens after the prompt (a non-empty
 -- text); k from 1 to the vocabulary's size; rank counts from 1, probability is in [0, 1]
