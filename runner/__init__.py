@@ -5,7 +5,7 @@
         print(client.model("gpt2").generate("Hello, my name is"))
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 from .client import Client, Hypothesis, Model, ModelNeedsUpgrade, ModelNotFound, Step, TokenProb, Trace  # noqa: E402
 from .db import DatabaseError, connect, resolve_dsn  # noqa: E402

@@ -157,9 +157,13 @@ class SamplingOptions:
     no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
     logprobs: int = 0
+    num_beams: int = 1                  # > 1: beam search (deterministic: no sampling options)
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False  # True, False or "never"
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "top_k", "no_repeat_ngram_size", "min_new_tokens", "logprobs"):  # PostgreSQL int
+        for name in ("max_new_tokens", "top_k", "no_repeat_ngram_size", "min_new_tokens", "logprobs",  # PostgreSQL
+                     "num_beams"):                                                                # int
             value = getattr(self, name)                                                    # arguments: say
             if value is None and name == "top_k":                                          # which one is off
                 continue
@@ -168,11 +172,14 @@ class SamplingOptions:
             if not INT_MIN <= value <= INT_MAX:
                 raise ValueError(f"{name} = {value} is outside PostgreSQL's int range "
                                  f"({INT_MIN} .. {INT_MAX})")
+        if self.early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', not {self.early_stopping!r}")
 
     def params(self) -> tuple:
-        """The options in the order generate and generate_batch take them after the prompt(s)."""
+        """The options in the order OPTION_ARGS takes them."""
         return (self.max_new_tokens, self.temperature, self.top_k, self.top_p, self.seed, self.stop, self.min_p,
-                self.repetition_penalty, self.no_repeat_ngram_size, self.min_new_tokens, self.logprobs)
+                self.repetition_penalty, self.no_repeat_ngram_size, self.min_new_tokens, self.logprobs,
+                self.num_beams, self.length_penalty, str(self.early_stopping).lower())
 
 
 def _check_text(value: str, what: str = "prompt") -> str:
@@ -200,12 +207,14 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
     return [_check_text(p, f"prompt {i}") for i, p in enumerate(prompts, 1)]
 
 
-# the model's generate() with the prompt and every SamplingOptions field as bound parameters
-GENERATE = "{m}.generate(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-GENERATE_SAMPLES = "{m}.generate(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, num_return_sequences => %s)"
+# the model's generate() and generate_batch() with the prompt(s) and every SamplingOptions field
+# as bound parameters (OPTION_ARGS, in the order of SamplingOptions.params())
+OPTION_ARGS = ("%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+               "num_beams => %s, length_penalty => %s, early_stopping => %s")
+GENERATE = "{m}.generate(%s, " + OPTION_ARGS + ")"
+GENERATE_SAMPLES = "{m}.generate(%s, " + OPTION_ARGS + ", num_return_sequences => %s)"
+GENERATE_BATCH = "{m}.generate_batch(%s::text[], " + OPTION_ARGS + ")"
 PROCESSORS = ("repetition_penalty", "no_repeat_ngram_size", "min_new_tokens")
-BEAM_OPTIONS = ("num_beams", "length_penalty", "early_stopping")   # generate() hands these to beam_search()
-GENERATE_BATCH = "{m}.generate_batch(%s::text[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 class Model:
@@ -263,15 +272,14 @@ class Model:
         """The continuation of ``prompt`` (without the prompt). Options, named as in transformers'
         generate: max_new_tokens=20, temperature=0 (greedy), top_k, top_p, min_p, seed (in [-1, 1]:
         reproducible sampling), stop, repetition_penalty=1, no_repeat_ngram_size=0, min_new_tokens=0;
-        num_beams > 1 (with length_penalty, early_stopping): the best hypothesis of ``beam_search``."""
-        if any(k in options for k in BEAM_OPTIONS):
-            return self.beam_search(prompt, **options)[0].text
+        num_beams > 1 (with length_penalty=1, early_stopping=False): beam search's best hypothesis."""
         return "".join(s.piece for s in self.steps(prompt, **options))
 
     def samples(self, prompt: str, num_return_sequences: int, **options) -> list[str]:
-        """``num_return_sequences`` sampled continuations of ``prompt`` (temperature > 0 required), all
-        advancing together in one SQL generate call; with a seed, sample i draws from its own stream,
-        so it is the same whatever num_return_sequences is. Same options as ``generate``."""
+        """``num_return_sequences`` sampled continuations of ``prompt`` (temperature > 0), all advancing
+        together in one SQL generate call; with a seed, sample i draws from its own stream, so it is
+        the same whatever num_return_sequences is. With num_beams: beam search's best hypotheses,
+        best first. Same options as ``generate``."""
         opts = SamplingOptions(**options)
         rows = self.query("SELECT sample, piece FROM " + GENERATE_SAMPLES,
                           (_check_text(prompt), *opts.params(), num_return_sequences))
@@ -290,18 +298,18 @@ class Model:
             raise TypeError(f"beam search is deterministic and takes no {', '.join(unknown)} "
                             f"(its options: num_beams, max_new_tokens, length_penalty, early_stopping, "
                             f"num_return_sequences, {', '.join(PROCESSORS)})")
-        if early_stopping not in (True, False, "never"):
-            raise ValueError(f"early_stopping must be True, False or 'never', not {early_stopping!r}")
-        opts = SamplingOptions(max_new_tokens=max_new_tokens, **processors)       # checks the int options
+        opts = SamplingOptions(max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
+                               early_stopping=early_stopping, **processors)               # checks them
         rows = self.query("SELECT rank, tokens, text, score, finish FROM {m}.beam_search(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                          (_check_text(prompt), num_beams, opts.max_new_tokens, length_penalty,
-                           str(early_stopping).lower(), num_return_sequences, opts.repetition_penalty,
+                          (_check_text(prompt), opts.num_beams, opts.max_new_tokens, opts.length_penalty,
+                           str(opts.early_stopping).lower(), num_return_sequences, opts.repetition_penalty,
                            opts.no_repeat_ngram_size, opts.min_new_tokens))
         return [Hypothesis(*r) for r in rows]
 
     def generate_batch(self, prompts: Sequence[str], **options) -> list[str]:
         """The continuation of each prompt, in order: all prompts advance together, one model run per
-        step for all of them (SQL generate_batch). Same options as ``generate``."""
+        step for all of them (SQL generate_batch; with num_beams, all prompts' beams). Same options
+        as ``generate``."""
         steps = self.steps_batch(prompts, **options)        # checks the prompts
         out = [""] * len(prompts)
         for s in steps:

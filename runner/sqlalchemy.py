@@ -9,6 +9,7 @@
     sa.select(posts.c.id).order_by(f.perplexity(posts.c.body))         # likeliest texts first
     g = f.generate("Hello", 5)                   # table-valued: g.c.step, g.c.token, g.c.piece, g.c.finish
     sa.select(g.c.piece).order_by(g.c.step)
+    b = f.generate("Hello", 5, num_beams=4, num_return_sequences=2)   # later options by name: b.c.sample
 
 Arguments may be Python values (bound as parameters) or SQL expressions (columns, sub-queries).
 The schema is always quoted, so any model name is safe. Scalar functions carry their return
@@ -27,7 +28,14 @@ from sqlalchemy.sql.functions import Function
 from .loader.load import check_model_name
 
 GENERATE_COLUMNS = (("step", sa.Integer), ("token", sa.Integer), ("piece", sa.Text), ("finish", sa.Text),
-                    ("logprob", sa.Float), ("top_tokens", sa.ARRAY(sa.Integer)), ("top_logprobs", sa.ARRAY(sa.Float)))
+                    ("logprob", sa.Float), ("top_tokens", sa.ARRAY(sa.Integer)), ("top_logprobs", sa.ARRAY(sa.Float)),
+                    ("sample", sa.Integer))
+
+# the options generate and generate_batch take by name, with their SQL types (complete: all but
+# logprobs and num_return_sequences)
+OPTIONS = {"min_p": sa.Float, "repetition_penalty": sa.Float, "no_repeat_ngram_size": sa.Integer,
+           "min_new_tokens": sa.Integer, "logprobs": sa.Integer, "num_return_sequences": sa.Integer,
+           "num_beams": sa.Integer, "length_penalty": sa.Float, "early_stopping": sa.Text}
 
 
 class ModelFunction(Function):
@@ -45,6 +53,22 @@ class ModelFunction(Function):
 def _render(element: ModelFunction, compiler, **kw) -> str:
     p = compiler.preparer
     return f"{p.quote_schema(element.schema)}.{p.quote(element.name)}{compiler.function_argspec(element, **kw)}"
+
+
+class NamedArgument(sa.sql.expression.ColumnElement):
+    """name => value: an argument PostgreSQL matches to its parameter by name."""
+
+    inherit_cache = False
+
+    def __init__(self, name: str, value: ClauseElement):
+        self.name = name
+        self.value = value
+        self.type = value.type
+
+
+@compiles(NamedArgument)
+def _render_named(element: NamedArgument, compiler, **kw) -> str:
+    return f"{element.name} => {compiler.process(element.value, **kw)}"
 
 
 def _arg(value: Any, type_: sa.types.TypeEngine) -> ClauseElement:
@@ -69,12 +93,18 @@ class ModelFunctions:
     def _function(self, name: str, *args, type_=None) -> ModelFunction:
         return ModelFunction(self.schema, name, *args, type_=type_)
 
-    def _sampling(self, max_new_tokens, temperature, top_k, top_p, seed, stop, min_p=None, repetition_penalty=1.0,
-                  no_repeat_ngram_size=0, min_new_tokens=0, logprobs=0) -> list[ClauseElement]:
+    def _sampling(self, what: str, max_new_tokens, temperature, top_k, top_p, seed, stop, options: dict,
+                  allowed=tuple(OPTIONS)) -> list[ClauseElement]:
+        """The arguments after the prompt(s): the first ones by position, the rest by name (only those
+        given). early_stopping may be True, False or "never", as in the Python client."""
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise TypeError(f"{what}() takes no {', '.join(unknown)} (its options by name: {', '.join(allowed)})")
+        if isinstance(options.get("early_stopping"), bool):
+            options = {**options, "early_stopping": str(options["early_stopping"]).lower()}
         return [_arg(max_new_tokens, sa.Integer), _arg(temperature, sa.Float), _arg(top_k, sa.Integer),
-                _arg(top_p, sa.Float), _arg(seed, sa.Float), _arg(stop, sa.Text), _arg(min_p, sa.Float),
-                _arg(repetition_penalty, sa.Float), _arg(no_repeat_ngram_size, sa.Integer),
-                _arg(min_new_tokens, sa.Integer), _arg(logprobs, sa.Integer)]
+                _arg(top_p, sa.Float), _arg(seed, sa.Float), _arg(stop, sa.Text),
+                *(NamedArgument(k, _arg(v, OPTIONS[k])) for k, v in options.items())]
 
     @staticmethod
     def _table(fn: ModelFunction, columns, alias: str | None):
@@ -82,12 +112,12 @@ class ModelFunctions:
 
     # -- scalar ---------------------------------------------------------------------------
     def complete(self, prompt, max_new_tokens=20, temperature=0.0, top_k=None, top_p=None, seed=None,
-                 stop=None, **processors) -> ModelFunction:
-        """prompt || its continuation (text); processors: min_p, repetition_penalty, no_repeat_ngram_size,
-        min_new_tokens, as generate takes them."""
-        options = self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop, **processors)
-        return self._function("complete", _arg(prompt, sa.Text), *options[:-1],    # text: no logprobs
-                              type_=sa.Text)
+                 stop=None, **options) -> ModelFunction:
+        """prompt || its continuation (text); options by name: min_p, repetition_penalty,
+        no_repeat_ngram_size, min_new_tokens, num_beams, length_penalty, early_stopping."""
+        args = self._sampling("complete", max_new_tokens, temperature, top_k, top_p, seed, stop, options,
+                              allowed=[k for k in OPTIONS if k not in ("logprobs", "num_return_sequences")])
+        return self._function("complete", _arg(prompt, sa.Text), *args, type_=sa.Text)
 
     def tokenize(self, text) -> ModelFunction:
         """token ids (int[])."""
@@ -103,17 +133,19 @@ class ModelFunctions:
 
     # -- table-valued -----------------------------------------------------------------------
     def generate(self, prompt, max_new_tokens=20, temperature=0.0, top_k=None, top_p=None, seed=None,
-                 stop=None, *, name: str | None = None, **processors):
-        """(step, token, piece, finish): one row per generated token."""
+                 stop=None, *, name: str | None = None, **options):
+        """(step, token, piece, finish, logprob, top_tokens, top_logprobs, sample): one row per
+        generated token; options by name as OPTIONS lists them (e.g. num_beams=4)."""
         fn = self._function("generate", _arg(prompt, sa.Text),
-                            *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop, **processors))
+                            *self._sampling("generate", max_new_tokens, temperature, top_k, top_p, seed, stop, options))
         return self._table(fn, GENERATE_COLUMNS, name)
 
     def generate_batch(self, prompts, max_new_tokens=20, temperature=0.0, top_k=None, top_p=None, seed=None,
-                       stop=None, *, name: str | None = None, **processors):
-        """(prompt_index, step, token, piece, finish): every prompt advancing together."""
+                       stop=None, *, name: str | None = None, **options):
+        """(prompt_index, and generate's columns): every prompt advancing together; options as generate's."""
         fn = self._function("generate_batch", _arg(prompts, sa.ARRAY(sa.Text)),
-                            *self._sampling(max_new_tokens, temperature, top_k, top_p, seed, stop, **processors))
+                            *self._sampling("generate_batch", max_new_tokens, temperature, top_k, top_p, seed, stop,
+                                            options))
         return self._table(fn, (("prompt_index", sa.Integer),) + GENERATE_COLUMNS, name)
 
     def next_token_probs(self, prompt, k=10, *, name: str | None = None):

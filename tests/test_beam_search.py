@@ -139,9 +139,11 @@ def test_python_and_cli_take_the_beam_options(main_dsn, eos_ckpt):
                              num_return_sequences=3)
         assert [(h.rank, h.tokens) for h in hyps] == [(i + 1, t) for i, (t, _) in enumerate(want)]
         assert all(abs(h.score - s) <= 1e-9 for h, (_, s) in zip(hyps, want))
-        assert m.generate(PROMPT, num_beams=3, max_new_tokens=N_NEW, early_stopping="never",
-                          length_penalty=1.5) == texts[0]
-        with pytest.raises(TypeError, match="beam search is deterministic and takes no temperature"):
+        beam_options = dict(num_beams=3, max_new_tokens=N_NEW, early_stopping="never", length_penalty=1.5)
+        assert m.generate(PROMPT, **beam_options) == texts[0]
+        assert m.samples(PROMPT, 3, **beam_options) == texts
+        assert m.generate_batch([PROMPT, "The"], **beam_options)[0] == texts[0]
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="beam search .* is deterministic"):
             m.generate(PROMPT, num_beams=3, temperature=0.7)
         with pytest.raises(ValueError, match="early_stopping must be True, False or 'never'"):
             m.beam_search(PROMPT, early_stopping="sometimes")
@@ -165,3 +167,56 @@ def test_complete_takes_num_beams(eos_model, eos_ckpt):
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="gpt2sql: beam search .* is deterministic"):
             conn.execute(f"SELECT {model}.complete(%s, 5, temperature => 0.8, num_beams => 2)", (PROMPT,))
     assert got == PROMPT + encoding().decode([t for t in best if t != ref.EOS])
+
+
+BATCH = [PROMPT, "The", "In 1999,"]         # with 3 beams and early_stopping, each search ends at another step
+
+
+@lru_cache(maxsize=None)
+def batch_reference(ckpt, prompt: str):
+    cfg, params = ref.load(ckpt)
+    return ref.beam_search(encode(prompt), N_NEW, cfg, params, num_beams=3, early_stopping=True,
+                           num_return_sequences=3)
+
+
+def test_a_batch_of_beam_searches_is_each_prompts_own(eos_model, eos_ckpt):
+    """beam_search_batch advances several prompts' beams together, and generate_batch with
+    num_beams returns their hypotheses as rows: each prompt's equal to its own reference search."""
+    dsn, model = eos_model
+    want = [batch_reference(eos_ckpt, p) for p in BATCH]
+    assert len({max(len(t) for t, _ in w) for w in want}) == len(BATCH)     # prompts leave the batch at different steps
+    tol = SCORE_TOL[kernel_of(dsn, model)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        got = conn.execute(f"SELECT prompt_index, rank, tokens, score, finish FROM {model}.beam_search_batch(%s, 3, "
+                           f"{N_NEW}, early_stopping => 'true', num_return_sequences => 3) ORDER BY prompt_index, rank", (BATCH,)).fetchall()
+        rows = conn.execute(f"SELECT prompt_index, sample, step, token, piece, finish FROM {model}.generate_batch(%s, "
+                            f"{N_NEW}, num_beams => 3, early_stopping => 'true', num_return_sequences => 2)", (BATCH,)).fetchall()
+    for p, w in enumerate(want, 1):
+        mine = [r for r in got if r[0] == p]
+        assert [r[1] for r in mine] == list(range(1, len(w) + 1))
+        for (_, rank, tokens, score, finish), (w_tokens, w_score) in zip(mine, w):
+            assert tokens == w_tokens and abs(score - w_score) <= tol, (p, rank)
+            assert finish == ("endoftext" if w_tokens[-1] == ref.EOS else "length")
+        for rank, (w_tokens, _) in enumerate(w[:2], 1):           # generate_batch: the best two, as rows
+            seq = sorted(r[2:] for r in rows if r[:2] == (p, rank))
+            assert [s[0] for s in seq] == list(range(1, len(w_tokens) + 1))
+            assert [s[1] for s in seq] == w_tokens
+            assert "".join(s[2] for s in seq) == encoding().decode([t for t in w_tokens if t != ref.EOS])
+            assert [s[3] for s in seq] == [None] * (len(seq) - 1) + ["endoftext" if w_tokens[-1] == ref.EOS
+                                                                      else "length"]
+
+
+@pytest.mark.parametrize("call, error, message", [
+    ("generate(%s, 5, num_beams => 2, logprobs => 3)", psycopg.errors.InvalidParameterValue,
+     "beam search .* is deterministic: .*logprobs"),
+    ("generate(%s, 5, num_beams => 2, stop => '.')", psycopg.errors.InvalidParameterValue,
+     "beam search .* is deterministic: .*stop"),
+    ("generate_batch(array_fill(%s::text, ARRAY[17]), 5, num_beams => 4)", psycopg.errors.ProgramLimitExceeded,
+     r"17 prompts x 4 beams in one batch; the limit is 64 sequences"),
+    ("beam_search_batch(ARRAY[%s, ''])", psycopg.errors.InvalidParameterValue, "prompt 2 is empty"),
+])
+def test_bad_beam_batches_are_refused(tiny, call, error, message):
+    dsn, model = tiny
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(error, match="gpt2sql: " + message):
+            conn.execute(f"SELECT * FROM {model}.{call}", (PROMPT,))

@@ -98,7 +98,7 @@ def test_every_function_table_and_view_is_described_for_psql(tiny):
                                  " WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'p', 'v')"
                                  " AND NOT c.relispartition", (model,)).fetchall()
         generate = conn.execute("SELECT obj_description(%s::regprocedure, 'pg_proc')",
-                                (f"{model}.generate(text, int, float8, int, float8, float8, text, float8, float8, int, int, int, int)",)).fetchone()[0]
+                                (f"{model}.generate(text, int, float8, int, float8, float8, text, float8, float8, int, int, int, int, int, float8, text)",)).fetchone()[0]
     assert len(functions) > 50 and [f for f, d in functions if not d] == []
     assert {r for r, _ in relations} >= {"config", "matrices", "traces", "trace_values"}
     assert [r for r, d in relations if not d] == []

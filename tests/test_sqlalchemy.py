@@ -19,7 +19,7 @@ import gpt2sql
 import reference_gpt2 as ref
 from conftest import ROOT, ensure_model, kernel_of
 from gpt2sql.sqlalchemy import functions
-from reference_tokenizer import encode
+from reference_tokenizer import encode, encoding
 
 BODIES = ["The database said", "Hello, my name is", "Zebra crossing", "SELECT * FROM posts;", "A"]
 
@@ -93,6 +93,26 @@ def test_table_valued_functions_and_types(tiny, posts):
     assert [[r.token for r in batch if r.prompt_index == i] for i in range(1, 6)] == own
     assert toks == [15496, 995] and text == "Hello world"
     assert isinstance(f.perplexity("x").type, sa.Float) and isinstance(f.tokenize("x").type, sa.ARRAY)
+
+
+def test_generation_options_by_name(tiny, posts, tiny_ckpt):
+    """The options after stop go by name: beam search's hypotheses (sample = rank) and complete with
+    beams equal the NumPy reference's; an option generate does not take is refused."""
+    dsn, model = tiny
+    engine, _ = posts
+    cfg, params = ref.load(tiny_ckpt)
+    want = ref.beam_search(encode("Hello, my name is"), 4, cfg, params, num_beams=3, early_stopping=True,
+                           num_return_sequences=2)
+    f = functions(model)
+    g = f.generate("Hello, my name is", 4, num_beams=3, early_stopping=True, num_return_sequences=2,
+                   repetition_penalty=1.0)
+    with engine.connect() as c:
+        rows = c.execute(sa.select(g.c.sample, g.c.token).order_by(g.c.sample, g.c.step)).all()
+        completed = c.execute(sa.select(f.complete("Hello, my name is", 4, num_beams=3, early_stopping=True))).scalar()
+    assert [[t for s, t in rows if s == k] for k in (1, 2)] == [tokens for tokens, _ in want]
+    assert completed == "Hello, my name is" + encoding().decode([t for t in want[0][0] if t != ref.EOS])
+    with pytest.raises(TypeError, match=r"complete\(\) takes no logprobs"):
+        f.complete("x", 1, logprobs=3)
 
 
 def test_schema_is_quoted_and_checked():

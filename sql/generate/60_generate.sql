@@ -89,6 +89,75 @@ BEGIN
 END
 $$;
 
+-- Prompts -> [n] their tokens, each prompt checked: a one-dimensional array of 1 to
+-- max_batch_prompts() / per_prompt non-empty texts (per_prompt sequences each: per_prompt_name
+-- says what they are, e.g. 'samples'), each within the model's context. Errors name the prompt.
+CREATE FUNCTION batch_tokens(prompts text[], per_prompt int, per_prompt_name text)
+RETURNS token_list[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    n_positions int := (SELECT c.n_positions FROM config AS c);
+    n      int := cardinality(prompts);
+    prompt text;
+    which  text;                -- 'the prompt' or 'prompt 3': how errors name it
+    ids    int[];
+    out    token_list[] := '{}';
+BEGIN
+    IF prompts IS NULL OR n = 0 THEN
+        RAISE EXCEPTION 'gpt2sql: prompts is an empty array' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF array_ndims(prompts) > 1 THEN
+        RAISE EXCEPTION 'gpt2sql: prompts must be a one-dimensional array, got % dimensions', array_ndims(prompts)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n > max_batch_prompts() / per_prompt THEN
+        RAISE EXCEPTION 'gpt2sql: % in one batch; the limit is % sequences',
+            CASE WHEN per_prompt = 1 THEN format('%s prompts', n)
+                 ELSE format('%s prompts x %s %s', n, per_prompt, per_prompt_name) END,
+            max_batch_prompts() USING ERRCODE = 'program_limit_exceeded', HINT = 'split the prompts into several batches';
+    END IF;
+    FOR seq IN 1 .. n LOOP
+        prompt := prompts[array_lower(prompts, 1) + seq - 1];
+        which := CASE WHEN n = 1 THEN 'the prompt' ELSE format('prompt %s', seq) END;
+        IF prompt IS NULL OR prompt = '' THEN
+            RAISE EXCEPTION 'gpt2sql: % is %', which, CASE WHEN prompt IS NULL THEN 'NULL' ELSE 'empty' END
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        BEGIN
+            PERFORM check_text(prompt);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'gpt2sql: %: %', which, regexp_replace(SQLERRM, '^gpt2sql: ', '')
+                USING ERRCODE = SQLSTATE;
+        END;
+        ids := tokenize(prompt);
+        IF cardinality(ids) > n_positions THEN
+            RAISE EXCEPTION 'gpt2sql: % is % tokens; the model''s context is % positions', which, cardinality(ids), n_positions
+                USING ERRCODE = 'program_limit_exceeded';
+        END IF;
+        out := out || ROW(ids)::token_list;
+    END LOOP;
+    RETURN out;
+END
+$$;
+
+-- The NOTICE of one generated row: progress in psql ('gpt2sql token 3/20 of prompt 2: 257 ' a''),
+-- which names the sequence as which says (e.g. ' of prompt 2, sample 3'), and in its DETAIL the
+-- row as JSON, for programs that stream
+CREATE FUNCTION notify_token(prompt_index int, sample int, step int, max_new_tokens int, token int, piece text,
+                             finish text, which text)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    RAISE NOTICE 'gpt2sql token %: % %', format('%s/%s%s', step, max_new_tokens, which), token, quote_literal(piece)
+        USING DETAIL = json_build_object('prompt_index', prompt_index, 'step', step, 'token', token, 'piece', piece,
+                                         'finish', finish, 'sample', sample)::text;
+END
+$$;
+
 -- Prompts -> (prompt_index, step) -> token, piece, finish: every prompt's continuation.
 --   prompts         1 to max_batch_prompts() (64) non-empty texts
 --   max_new_tokens  tokens to add to each, 1 to max_new_tokens_limit() (100,000); fewer where the
@@ -110,7 +179,12 @@ $$;
 --                   0 (the default): those columns are NULL
 --   num_return_sequences  samples per prompt, 1 to max_batch_prompts() in all (sampling only: greedy
 --                   would repeat one); sample counts them from 1, and sample s of each prompt draws
---                   from stream s
+--                   from stream s. With beam search: the best hypotheses, 1 to num_beams
+--   num_beams       > 1: beam search with this many beams, 2 to max_beams() (16), prompts x num_beams
+--                   at most 64 (beam_search_batch, 62_beam_search.sql); each returned hypothesis comes
+--                   as rows, sample = its rank (1 = the best), once the search has ended. Sampling,
+--                   stop and logprobs do not apply to it
+--   length_penalty, early_stopping: beam search's, as transformers defines them (1 and 'false')
 -- step counts from 1; piece is the text the token adds (a character split across tokens comes
 -- whole with its last token); finish is NULL but on a sequence's last row. All
 -- sequences advance together: each step runs the model once for every unfinished sequence (their
@@ -122,7 +196,8 @@ CREATE FUNCTION generate_batch(prompts text[], max_new_tokens int DEFAULT 20, te
                                top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                                stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
                                no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0,
-                               logprobs int DEFAULT 0, num_return_sequences int DEFAULT 1)
+                               logprobs int DEFAULT 0, num_return_sequences int DEFAULT 1, num_beams int DEFAULT 1,
+                               length_penalty float8 DEFAULT 1, early_stopping text DEFAULT 'false')
 RETURNS TABLE (prompt_index int, step int, token int, piece text, finish text, logprob float8, top_tokens int[],
                top_logprobs float8[], sample int)
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
@@ -132,8 +207,9 @@ DECLARE
     n_positions int := (SELECT c.n_positions FROM config AS c);
     n        int := cardinality(prompts);
     n_seq    int;               -- sequences: n prompts x num_return_sequences samples, prompt after prompt
-    prompt   text;
-    which    text;              -- 'the prompt' or 'prompt 3': how errors and notices name prompt seq
+    prompt_ids token_list[];    -- [n] each prompt's tokens
+    which    text;              -- how notices name a sequence: '' or ' of prompt 3', ', sample 2'
+    hyp      record;            -- a beam search hypothesis: (prompt_index, rank, tokens, text, score, finish)
     tokens   int[] := '{}';     -- the new tokens of every advancing sequence, one after another
     lengths  int[] := '{}';     -- [n_seq] new tokens of sequence seq in this step (0: finished)
     n_ctx    int[] := '{}';     -- [n_seq] positions sequence seq has used
@@ -143,61 +219,59 @@ DECLARE
     out      token_text;
     k        int;               -- row of state.logits for sequence seq
     history  token_list[] := '{}';  -- [n_seq] the tokens of sequence seq so far, for the processors
-    prompt_tokens int[];
     processed boolean := repetition_penalty <> 1 OR no_repeat_ngram_size > 0 OR min_new_tokens > 0;
     row_logits float8[];        -- [V] sequence seq's next-token logits, when the processors or logprobs need them
     u        float8;            -- the seeded draw of sequence seq at this step (NULL: random())
     picks    int[];             -- [n_seq] the prompt of each sequence
 BEGIN
-    IF prompts IS NULL OR n = 0 THEN
-        RAISE EXCEPTION 'gpt2sql: prompts is an empty array' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF array_ndims(prompts) > 1 THEN
-        RAISE EXCEPTION 'gpt2sql: prompts must be a one-dimensional array, got % dimensions', array_ndims(prompts)
-            USING ERRCODE = 'invalid_parameter_value';
+    IF num_beams IS DISTINCT FROM 1 THEN                              -- beam search: its hypotheses' rows
+        IF temperature IS DISTINCT FROM 0 OR top_k IS NOT NULL OR top_p IS NOT NULL OR seed IS NOT NULL
+           OR stop IS NOT NULL OR min_p IS NOT NULL OR logprobs IS DISTINCT FROM 0 THEN
+            RAISE EXCEPTION 'gpt2sql: beam search (num_beams > 1) is deterministic: temperature, top_k, top_p, seed, stop, min_p and logprobs do not apply to it'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        FOR hyp IN SELECT * FROM beam_search_batch(prompts, num_beams, max_new_tokens, length_penalty, early_stopping,
+                                                   num_return_sequences, repetition_penalty, no_repeat_ngram_size,
+                                                   min_new_tokens) AS b
+                    ORDER BY b.prompt_index, b.rank LOOP
+            prompt_index := hyp.prompt_index;
+            sample := hyp.rank;
+            which := CASE WHEN n = 1 THEN '' ELSE format(' of prompt %s', prompt_index) END
+                     || CASE WHEN num_return_sequences = 1 THEN '' ELSE format(', hypothesis %s', sample) END;
+            pending := ARRAY[''::bytea];
+            FOR i IN 1 .. cardinality(hyp.tokens) LOOP
+                step := i;
+                token := hyp.tokens[i];
+                out := next_piece(token, pending[1], '', NULL, i = cardinality(hyp.tokens), false);
+                piece := out.piece;
+                pending[1] := out.pending;
+                finish := CASE WHEN i = cardinality(hyp.tokens) THEN hyp.finish END;
+                PERFORM notify_token(prompt_index, sample, i, max_new_tokens, token, piece, finish, which);
+                RETURN NEXT;
+            END LOOP;
+        END LOOP;
+        RETURN;
     END IF;
     IF num_return_sequences IS NULL OR num_return_sequences < 1 THEN
         RAISE EXCEPTION 'gpt2sql: num_return_sequences must be >= 1, got %', coalesce(num_return_sequences::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF num_return_sequences > 1 AND NOT (temperature > 0) THEN
-        RAISE EXCEPTION 'gpt2sql: num_return_sequences > 1 needs sampling (temperature > 0): greedy decoding would return one sequence % times', num_return_sequences
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'for several greedy-like answers use beam_search(..., num_return_sequences => n)';
+        RAISE EXCEPTION 'gpt2sql: num_return_sequences > 1 needs sampling (temperature > 0) or beam search (num_beams > 1): greedy decoding would return one sequence % times', num_return_sequences
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF n > max_batch_prompts() / num_return_sequences THEN
-        RAISE EXCEPTION 'gpt2sql: % in one batch; the limit is % sequences',
-            CASE WHEN num_return_sequences = 1 THEN format('%s prompts', n)
-                 ELSE format('%s prompts x %s samples', n, num_return_sequences) END,
-            max_batch_prompts() USING ERRCODE = 'program_limit_exceeded', HINT = 'split the prompts into several batches';
-    END IF;
-    n_seq := n * num_return_sequences;
     PERFORM check_generation(max_new_tokens, temperature, top_k, top_p, seed, min_p, repetition_penalty,
                              no_repeat_ngram_size, min_new_tokens, logprobs);
-    FOR seq IN 1 .. n LOOP
-        prompt := prompts[array_lower(prompts, 1) + seq - 1];
-        which := CASE WHEN n = 1 THEN 'the prompt' ELSE format('prompt %s', seq) END;
-        IF prompt IS NULL OR prompt = '' THEN
-            RAISE EXCEPTION 'gpt2sql: % is %', which, CASE WHEN prompt IS NULL THEN 'NULL' ELSE 'empty' END
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        BEGIN
-            PERFORM check_text(prompt);
-        EXCEPTION WHEN OTHERS THEN
-            RAISE EXCEPTION 'gpt2sql: %: %', which, regexp_replace(SQLERRM, '^gpt2sql: ', '')
-                USING ERRCODE = SQLSTATE;
-        END;
-        prompt_tokens := tokenize(prompt);
-        tokens := tokens || prompt_tokens;
-        lengths[seq] := cardinality(prompt_tokens);
-        IF lengths[seq] > n_positions THEN
-            RAISE EXCEPTION 'gpt2sql: % is % tokens; the model''s context is % positions', which, lengths[seq], n_positions
-                USING ERRCODE = 'program_limit_exceeded';
-        END IF;
+    prompt_ids := batch_tokens(prompts, per_prompt => num_return_sequences, per_prompt_name => 'samples');
+    n_seq := n * num_return_sequences;
+    FOR p IN 1 .. n LOOP
+        tokens := tokens || (prompt_ids[p]).tokens;
+        lengths[p] := cardinality((prompt_ids[p]).tokens);
         FOR s IN 1 .. num_return_sequences LOOP                        -- its samples' state
-            history[(seq - 1) * num_return_sequences + s] := ROW(prompt_tokens)::token_list;
-            n_ctx[(seq - 1) * num_return_sequences + s] := lengths[seq];
-            pending[(seq - 1) * num_return_sequences + s] := ''::bytea;
-            text_out[(seq - 1) * num_return_sequences + s] := '';
+            history[(p - 1) * num_return_sequences + s] := prompt_ids[p];
+            n_ctx[(p - 1) * num_return_sequences + s] := lengths[p];
+            pending[(p - 1) * num_return_sequences + s] := ''::bytea;
+            text_out[(p - 1) * num_return_sequences + s] := '';
         END LOOP;
     END LOOP;
     state := forward_batch(tokens, lengths, NULL);                    -- prefill: every prompt once
@@ -251,9 +325,7 @@ BEGIN
             END IF;
             pending[seq] := out.pending;
             text_out[seq] := text_out[seq] || piece;
-            RAISE NOTICE 'gpt2sql token %: % %', format('%s/%s%s', i, max_new_tokens, which), token, quote_literal(piece)
-                USING DETAIL = json_build_object('prompt_index', prompt_index, 'step', i, 'token', token, 'piece', piece,
-                                                 'finish', finish, 'sample', sample)::text;
+            PERFORM notify_token(prompt_index, sample, i, max_new_tokens, token, piece, finish, which);
             RETURN NEXT;
             IF finish IS NULL THEN
                 tokens := tokens || token;
@@ -275,12 +347,14 @@ $$;
 -- ([-1, 1] or NULL), stop (text or NULL), min_p ([0, 1] or NULL), repetition_penalty (> 0; 1 = off),
 -- no_repeat_ngram_size (>= 0; 0 = off), min_new_tokens (0 to max_new_tokens), logprobs (0 to 100:
 -- logprob, top_tokens and top_logprobs, NULL for 0), num_return_sequences (samples, 1 to 64, each
--- from its own seeded stream; rows sample by sample)
+-- from its own seeded stream; or beam search's best hypotheses; rows sample by sample), num_beams
+-- (1, or 2 to 16: beam search), length_penalty and early_stopping (beam search's)
 CREATE FUNCTION generate(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                          stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
                          no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0, logprobs int DEFAULT 0,
-                         num_return_sequences int DEFAULT 1)
+                         num_return_sequences int DEFAULT 1, num_beams int DEFAULT 1, length_penalty float8 DEFAULT 1,
+                         early_stopping text DEFAULT 'false')
 RETURNS TABLE (step int, token int, piece text, finish text, logprob float8, top_tokens int[], top_logprobs float8[],
                sample int)
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
@@ -288,38 +362,28 @@ SET search_path FROM CURRENT
 BEGIN ATOMIC
     SELECT g.step, g.token, g.piece, g.finish, g.logprob, g.top_tokens, g.top_logprobs, g.sample
       FROM generate_batch(ARRAY[prompt], max_new_tokens, temperature, top_k, top_p, seed, stop, min_p,
-                          repetition_penalty, no_repeat_ngram_size, min_new_tokens, logprobs, num_return_sequences) AS g
+                          repetition_penalty, no_repeat_ngram_size, min_new_tokens, logprobs, num_return_sequences,
+                          num_beams, length_penalty, early_stopping) AS g
      ORDER BY g.sample, g.step;
 END;
 
 -- prompt + continuation as one text; the arguments are generate's (prompt, max_new_tokens,
 -- temperature, top_k, top_p, seed, stop, min_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens),
--- then beam_search's: num_beams > 1 (with length_penalty, early_stopping) completes with its best
--- hypothesis instead (62_beam_search.sql; the sampling options must then be left at their defaults)
+-- then num_beams > 1 (with length_penalty, early_stopping): complete with beam search's best hypothesis
 CREATE FUNCTION complete(prompt text, max_new_tokens int DEFAULT 20, temperature float8 DEFAULT 0,
                          top_k int DEFAULT NULL, top_p float8 DEFAULT NULL, seed float8 DEFAULT NULL,
                          stop text DEFAULT NULL, min_p float8 DEFAULT NULL, repetition_penalty float8 DEFAULT 1,
                          no_repeat_ngram_size int DEFAULT 0, min_new_tokens int DEFAULT 0, num_beams int DEFAULT 1,
                          length_penalty float8 DEFAULT 1, early_stopping text DEFAULT 'false')
 RETURNS text
-LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 SET search_path FROM CURRENT
-AS $$
-BEGIN
-    IF num_beams IS DISTINCT FROM 1 THEN
-        IF temperature <> 0 OR top_k IS NOT NULL OR top_p IS NOT NULL OR seed IS NOT NULL OR stop IS NOT NULL
-           OR min_p IS NOT NULL THEN
-            RAISE EXCEPTION 'gpt2sql: beam search (num_beams > 1) is deterministic: temperature, top_k, top_p, seed, stop and min_p do not apply to it'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        RETURN prompt || (SELECT b.text FROM beam_search(prompt, num_beams, max_new_tokens, length_penalty, early_stopping,
-                                                        1, repetition_penalty, no_repeat_ngram_size, min_new_tokens) AS b);
-    END IF;
-    RETURN (SELECT prompt || coalesce(string_agg(g.piece, '' ORDER BY g.step), '')
-              FROM generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, min_p, repetition_penalty,
-                            no_repeat_ngram_size, min_new_tokens) AS g);
-END
-$$;
+BEGIN ATOMIC
+    SELECT prompt || coalesce(string_agg(g.piece, '' ORDER BY g.step), '')
+      FROM generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, min_p, repetition_penalty,
+                    no_repeat_ngram_size, min_new_tokens, num_beams => num_beams, length_penalty => length_penalty,
+                    early_stopping => early_stopping) AS g;
+END;
 
 -- (rank) -> token, piece, probability: the k most likely next tokens after the prompt (a non-empty
 -- text); k from 1 to the vocabulary's size; rank counts from 1, probability is in [0, 1]
