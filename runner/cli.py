@@ -102,7 +102,9 @@ def cmd_drop(args) -> int:
 def _sampling(args) -> dict:
     return dict(max_new_tokens=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                 seed=args.seed, stop=args.stop, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
-                no_repeat_ngram_size=args.no_repeat_ngram_size, min_new_tokens=args.min_new_tokens)
+                no_repeat_ngram_size=args.no_repeat_ngram_size, min_new_tokens=args.min_new_tokens,
+                num_beams=args.num_beams, length_penalty=args.length_penalty,
+                early_stopping={"true": True, "false": False}.get(args.early_stopping, args.early_stopping))
 
 
 def _generate_logprobs(model, args) -> int:
@@ -126,8 +128,9 @@ def cmd_generate(args) -> int:
     if (args.prompt is None) == (args.file is None):
         raise SystemExit("gpt2sql generate: give a PROMPT or --file FILE (one prompt per line), not both")
     if args.file is not None:
-        if args.logprobs:
-            raise ValueError("--logprobs shows the tokens of one prompt; it does not go with --file")
+        if args.logprobs or args.num_return_sequences > 1:
+            raise SystemExit("gpt2sql generate: --file prints one continuation per prompt; it does not go with "
+                             + ("--logprobs" if args.logprobs else "--num-return-sequences"))
         return _generate_file(args)
     if args.num_beams > 1:
         return _generate_beams(args)
@@ -162,17 +165,16 @@ def _generate_beams(args) -> int:
     sampling = [flag for flag, value, off in (("--temperature", args.temperature, 0.0), ("--top-k", args.top_k, None),
                                              ("--top-p", args.top_p, None), ("--seed", args.seed, None),
                                              ("--stop", args.stop, None), ("--min-p", args.min_p, None),
-                                             ("--logprobs", args.logprobs, 0), ("--file", args.file, None))
+                                             ("--logprobs", args.logprobs, 0))
                 if value != off]
     if sampling:
-        raise SystemExit(f"gpt2sql generate: beam search (--num-beams) is deterministic and takes one prompt; "
+        raise SystemExit(f"gpt2sql generate: beam search (--num-beams) is deterministic; "
                          f"it does not go with {', '.join(sampling)}")
+    options = {k: v for k, v in _sampling(args).items() if k not in ("temperature", "top_k", "top_p", "seed", "stop",
+                                                                      "min_p")}
     with Client(args.dsn) as client:
-        hyps = client.model(args.model).beam_search(
-            args.prompt, num_beams=args.num_beams, max_new_tokens=args.n, length_penalty=args.length_penalty,
-            early_stopping={"true": True, "false": False}.get(args.early_stopping, args.early_stopping),
-            num_return_sequences=args.num_return_sequences, repetition_penalty=args.repetition_penalty,
-            no_repeat_ngram_size=args.no_repeat_ngram_size, min_new_tokens=args.min_new_tokens)
+        hyps = client.model(args.model).beam_search(args.prompt, num_return_sequences=args.num_return_sequences,
+                                                    **options)
     for h in hyps:
         print(args.prompt + h.text if len(hyps) == 1 else json.dumps(args.prompt + h.text, ensure_ascii=False))
         print(f"[{h.rank}: {len(h.tokens)} tokens, score {h.score:.4f}, stopped: "
@@ -462,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logprobs", type=int, default=0, metavar="N",
                    help="after the text, each token's log-probability and the N likeliest alternatives (1..100)")
     p.add_argument("--num-beams", type=int, default=1,
-                   help="beam search with this many beams (1..16; 1 = greedy); the best hypothesis is printed")
+                   help="beam search with this many beams (1..16; 1 = greedy): the best hypothesis is printed "
+                        "(with --file, each prompt's)")
     p.add_argument("--num-return-sequences", type=int, default=1,
                    help="print this many answers, one JSON string per line: with --num-beams the best hypotheses, "
                         "best first; with --temperature > 0 samples, each from its own seeded stream")

@@ -128,7 +128,7 @@ def test_a_prompt_that_fills_the_context_is_refused(tiny):
             conn.execute(f"SELECT * FROM {model}.beam_search(%s)", (" a" * (n + 1),))
 
 
-def test_python_and_cli_take_the_beam_options(main_dsn, eos_ckpt):
+def test_python_and_cli_take_the_beam_options(main_dsn, eos_ckpt, tmp_path):
     model = ensure_model(main_dsn, eos_ckpt, "tiny_eos_cli", "sql")
     case = 3                                    # 3 beams, early_stopping 'never', length_penalty 1.5, 3 back
     want = reference(eos_ckpt, case)
@@ -153,6 +153,13 @@ def test_python_and_cli_take_the_beam_options(main_dsn, eos_ckpt):
     assert run.returncode == 0, run.stderr
     assert [json.loads(line) for line in run.stdout.splitlines()] == [PROMPT + t for t in texts]
     assert run.stderr.splitlines()[0].startswith(f"[1: {len(want[0][0])} tokens, score {want[0][1]:.4f}")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"{PROMPT}\nThe\n")
+    batch = subprocess.run([*CLI, "generate", "--file", str(prompts), "--json", "--model", model, "-n", str(N_NEW),
+                            "--num-beams", "3", "--early-stopping", "never", "--length-penalty", "1.5", "--dsn", main_dsn],
+                           capture_output=True, text=True, timeout=300)
+    assert batch.returncode == 0, batch.stderr
+    assert json.loads(batch.stdout.splitlines()[0]) == PROMPT + texts[0]
     bad = subprocess.run([*CLI, "generate", PROMPT, "--model", model, "--num-beams", "3", "--temperature", "0.7",
                           "--dsn", main_dsn], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "beam search (--num-beams) is deterministic" in bad.stderr
