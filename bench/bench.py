@@ -1,9 +1,12 @@
 """gpt2sql benchmark on the 124M-shaped random checkpoint, for each kernel side by side.
 
     python bench/bench.py [--dsn DSN] [--kernel vector|sql|both] [--quick] [--profile] [--trace-only]
+                          [--numpy-only]
 
 Loads the checkpoint once per kernel (models bench124m_vector and bench124m_sql stay loaded).
-Reports, per kernel: load time; seconds per matrix-vector product of each GPT-2 124M shape; the
+Reports, per kernel: first, the same work in NumPy float32 (bench/numpy_gpt2.py, the same
+checkpoint) and gpt2sql in the same run, alternating, with their ratio, which is what the goals
+name (--numpy-only: just that table); then load time; seconds per matrix-vector product of each GPT-2 124M shape; the
 first token of a 7-token prompt; a forward pass over 8 and 64 tokens (prefill); the work for one
 new position with the KV cache at context 16, 256 and 1024 (with the backend's peak private
 memory); streamed generation tokens/s; tokenizing a 1,000-word paragraph and one long word. --profile adds where the
@@ -23,13 +26,17 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psycopg
 
 import gpt2sql
 from gpt2sql.loader.checkpoint import demo_model_dir, write_random_checkpoint
 from gpt2sql.loader.load import is_model, load_checkpoint
+from numpy_gpt2 import GPT2, Cache
 
 MODEL = "bench124m"   # + _vector / _sql
+PROMPT7 = [15496, 11, 616, 1438, 318, 1757, 13]                  # "Hello, my name is John."
+PROMPT64 = [(i * 7919) % 50257 for i in range(64)]
 
 
 class PeakPrivateMemory:
@@ -81,17 +88,22 @@ def paragraph(words: int = 1000) -> str:
     return " ".join(base[i % len(base)] for i in range(words))
 
 
-def ensure_bench_model(conn, kernel: str, ckpt_dir: Path) -> str:
-    name = f"{MODEL}_{kernel}"
-    if is_model(conn, name):
-        print(f"[{kernel}] (model {name} already loaded; drop it to time the load)")
-        return name
+def bench_checkpoint(ckpt_dir: Path) -> Path:
+    """The 124M-shaped random checkpoint (seed 0) in ckpt_dir, written if it is not there."""
     ckpt = ckpt_dir / "124M"
     if not ckpt.exists():
         t0 = time.perf_counter()
         write_random_checkpoint(ckpt, "124M", seed=0)
         print(f"write 124M random checkpoint          {time.perf_counter() - t0:8.2f} s")
-    res = load_checkpoint(conn, str(ckpt), name, replace=True, progress=False, kernel=kernel)
+    return ckpt
+
+
+def ensure_bench_model(conn, kernel: str, ckpt_dir: Path) -> str:
+    name = f"{MODEL}_{kernel}"
+    if is_model(conn, name):
+        print(f"[{kernel}] (model {name} already loaded; drop it to time the load)")
+        return name
+    res = load_checkpoint(conn, str(bench_checkpoint(ckpt_dir)), name, replace=True, progress=False, kernel=kernel)
     print(f"[{kernel}] load 124M ({res.n_params:,} params)    {res.seconds:8.2f} s")
     return name
 
@@ -104,6 +116,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="where the time goes, per SQL function")
     ap.add_argument("--trace-only", action="store_true", help="only the trace and lens figures")
     ap.add_argument("--batch-only", action="store_true", help="only the batch and scoring figures")
+    ap.add_argument("--numpy-only", action="store_true", help="only the table of NumPy against gpt2sql")
     ap.add_argument("--explore-only", action="store_true",
                     help="only the explorer page figures (the demo model and the 124M shape; needs chromium)")
     args = ap.parse_args()
@@ -117,10 +130,17 @@ def main() -> int:
     print(f"# server settings: {settings}")
 
     kernels = ["vector", "sql"] if args.kernel == "both" else [args.kernel]
+    numpy_runs = not (args.trace_only or args.batch_only or args.explore_only)
     with tempfile.TemporaryDirectory() as tmp:
         models = {k: ensure_bench_model(conn, k, Path(tmp)) for k in kernels}
+        reference = GPT2(bench_checkpoint(Path(tmp))) if numpy_runs else None
     for kernel, m in models.items():
         conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(ARRAY[1])")  # warm up caches and plans
+        if numpy_runs:
+            print(f"## {kernel} kernel ({m}) against NumPy float32")
+            numpy_figures(conn, m, reference, args.quick)
+            if args.numpy_only:
+                continue
         if args.trace_only:
             trace_figures(conn, m)
             continue
@@ -159,7 +179,7 @@ def profile(conn, m: str) -> None:
              ("64-token prefill", f"SELECT ({m}.forward(%s, NULL)).logits[1]")]
     conn.execute("SET track_functions = 'pl'")
     for label, q in cases:
-        args = ([(i * 7919) % 50257 for i in range(64)],) if "%s" in q else ()
+        args = (PROMPT64,) if "%s" in q else ()
         conn.execute(q, args).fetchone()                                   # plans and caches warm
         conn.execute("SELECT pg_stat_force_next_flush()")                  # its counts go out now,
         conn.execute("SELECT pg_stat_reset()")                             # and are reset
@@ -285,6 +305,50 @@ def batch_figures(conn, m: str) -> None:
         print(f"perplexity of a {n:3d}-token text             {t:8.2f} s   ({t / n:.3f} s per token)")
 
 
+def numpy_figures(conn, m: str, reference: GPT2, quick: bool) -> None:
+    """The same work in NumPy float32 and in gpt2sql, alternating run by run (this machine's speed
+    drifts by 10-30% over minutes), each side's best, and their ratio. One new token reads a cache
+    of constant keys and values on both sides (fake_cache, GPT2.filled_cache)."""
+    logits = np.array([r[0] for r in conn.execute(f"SELECT logit FROM {m}.next_token_logits(%s) ORDER BY token",
+                                                  (PROMPT7,))])
+    same = float(np.abs(logits - reference.forward([PROMPT7], [Cache()])[0]).max())
+    print(f"  the same checkpoint: max |logit difference| {same:.1e} over a 7-token prompt; NumPy {np.__version__} "
+          f"on {os.cpu_count()} cores (its BLAS's own threads)")
+    cases = []
+    for ctx in (16, 256) if quick else (16, 256, 1024):
+        base = reference.filled_cache(ctx - 1)
+        q = f"SELECT cardinality(({m}.forward_batch(ARRAY[42], ARRAY[1], {fake_cache(conn, m, ctx - 1)})).logits)"
+        cases.append((f"one new token, context {ctx}",
+                      lambda base=base: reference.forward([[42]], [Cache(list(base.k), list(base.v))]),
+                      lambda q=q: conn.execute(q).fetchone(), 3 if ctx < 1024 else 2,
+                      {16: 1.2, 1024: 2}.get(ctx)))
+    for n in (7,) if quick else (7, 64):
+        toks = PROMPT7 if n == 7 else PROMPT64
+        cases.append((f"{n}-token prefill (logits of its last position)",
+                      lambda toks=toks: reference.forward([toks], [Cache()]),
+                      lambda toks=toks: conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(%s)", (toks,)).fetchone(),
+                      3 if n < 64 else 2, 2 if n == 64 else None))
+    for words in (50,) if quick else (50, 400):
+        text = paragraph(words)
+        toks = conn.execute(f"SELECT {m}.tokenize(%s)", (text,)).fetchone()[0]
+        cases.append((f"perplexity of a {len(toks)}-token text",
+                      lambda toks=toks: reference.perplexity(toks),
+                      lambda text=text: conn.execute(f"SELECT {m}.perplexity(%s)", (text,)).fetchone(),
+                      2 if words < 400 else 1, 4 if words == 400 else None))
+    if not quick:
+        prompts = [conn.execute(f"SELECT {m}.tokenize(%s)", (p,)).fetchone()[0] for p in BATCH_PROMPTS]
+        cases.append(("generate_batch: 8 prompts x 16 new tokens",
+                      lambda: reference.generate(prompts, 16),
+                      lambda: conn.execute(f"SELECT count(*) FROM {m}.generate_batch(%s, 16)",
+                                           (BATCH_PROMPTS,)).fetchone(), 1, None))
+    print(f"  {'work (124M shape)':48s} {'NumPy':>9s} {'gpt2sql':>9s} {'ratio':>7s}  goal")
+    for label, numpy_fn, sql_fn, runs, goal in cases:
+        numpy_fn()                                                      # warm: first calls allocate
+        times = [(best_of(numpy_fn, 1), best_of(sql_fn, 1)) for _ in range(runs)]
+        a, b = min(t for t, _ in times), min(t for _, t in times)
+        print(f"  {label:48s} {a:8.3f}s {b:8.3f}s {b / a:6.1f}x  {f'<= {goal}x' if goal else ''}")
+
+
 def speed(conn, dsn: str, m: str, quick: bool) -> None:
 
     shapes = [("768x2304  attn.c_attn", "h.0.attn.c_attn.weight", 768),
@@ -297,8 +361,7 @@ def speed(conn, dsn: str, m: str, quick: bool) -> None:
         t = best_of(lambda: conn.execute(q, (weight,)).fetchone(), 3)
         print(f"matvec {label:28s} {t:8.3f} s")
 
-    prompts = {7: [15496, 11, 616, 1438, 318, 1757, 13], 8: list(range(1000, 1008)),
-               64: [(i * 7919) % 50257 for i in range(64)]}
+    prompts = {7: PROMPT7, 8: list(range(1000, 1008)), 64: PROMPT64}
     for n, toks in prompts.items():
         if n == 64 and quick:
             continue
