@@ -17,30 +17,29 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 32;
 
 -- (row) -> token, logprob, rank: rows row_from .. row_to of the residual stream x [T][C], where row r
--- predicts targets[r - row_from + 1]
+-- predicts targets[r - row_from + 1]. One pass over each row's logits: its largest is the LM head's
+-- best token's.
 CREATE FUNCTION score_positions(x float8[], row_from int, row_to int, targets int[])
 RETURNS TABLE (r int, token int, logprob float8, rank int)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    logits float8[];        -- [n][V] the LM head on rows row_from .. row_to
+    head record;            -- (logits [n][V], best [n]): the LM head on rows row_from .. row_to
 BEGIN
-    logits := (unembed(x[row_from:row_to][:])).logits;
+    head := unembed(x[row_from:row_to][:]);
     RETURN QUERY
-    WITH targets AS (           -- (i) -> the token row row_from + i - 1 predicts, and its logit
-        SELECT i, targets[i] AS token, logits[i][targets[i] + 1] AS logit
+    WITH targets AS (           -- (i) -> the token row row_from + i - 1 predicts, its logit, the row's largest
+        SELECT i, targets[i] AS token, head.logits[i][targets[i] + 1] AS logit, head.logits[i][head.best[i] + 1] AS m
           FROM generate_series(1, row_to - row_from + 1) AS i
     )
     SELECT row_from + tg.i - 1, tg.token,
-           tg.logit - (st.m + ln(sm.s)),                                            -- log softmax
+           tg.logit - (tg.m + ln(sm.s)),                                            -- log softmax
            (1 + sm.above)::int
       FROM targets AS tg
-     CROSS JOIN LATERAL (        -- the row's largest logit
-           SELECT max(u.l) AS m FROM unnest(logits[tg.i:tg.i][:]) AS u(l)) AS st
      CROSS JOIN LATERAL (        -- softmax denominator (shifted by the max), and how many beat the target
-           SELECT sum(softmax_exp(u.l - st.m)) AS s, count(*) FILTER (WHERE u.l > tg.logit) AS above
-             FROM unnest(logits[tg.i:tg.i][:]) AS u(l)) AS sm
+           SELECT sum(softmax_exp(u.l - tg.m)) AS s, count(*) FILTER (WHERE u.l > tg.logit) AS above
+             FROM unnest(head.logits[tg.i:tg.i][:]) AS u(l)) AS sm
      ORDER BY tg.i;
 END
 $$;
