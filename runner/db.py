@@ -68,18 +68,21 @@ EMBEDDED_SETTINGS = {
 
 
 def _configure(server) -> None:
-    """Apply EMBEDDED_SETTINGS to the embedded server once, restarting it if they changed."""
+    """Apply EMBEDDED_SETTINGS to the embedded server, restarting it if that changed anything or a
+    setting waits for a restart. A setting already in postgresql.auto.conf stays as it is: a user's
+    ALTER SYSTEM (e.g. a larger shared_buffers for a larger model) wins."""
     names = list(EMBEDDED_SETTINGS)
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        written = dict(conn.execute(
-            "SELECT name, setting FROM pg_file_settings"
-            " WHERE sourcefile LIKE '%%postgresql.auto.conf' AND name = ANY(%s)", (names,)).fetchall())
+        written = {name for (name,) in conn.execute(
+            "SELECT name FROM pg_file_settings"
+            " WHERE sourcefile LIKE '%%postgresql.auto.conf' AND name = ANY(%s)", (names,)).fetchall()}
         pending = conn.execute(
             "SELECT coalesce(bool_or(pending_restart), false) FROM pg_settings WHERE name = ANY(%s)",
             (names,)).fetchone()[0]
-        if written == EMBEDDED_SETTINGS and not pending:
+        missing = {k: v for k, v in EMBEDDED_SETTINGS.items() if k not in written}
+        if not missing and not pending:
             return
-        for key, value in EMBEDDED_SETTINGS.items():
+        for key, value in missing.items():
             conn.execute(f"ALTER SYSTEM SET {key} = '{value}'")
     server.stop()
     server.ensure_postgres_running()
