@@ -29,7 +29,10 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(n_layer=2, n_head=4, n_embd=64, n_positions=128),
-    "124M": Preset(n_layer=12, n_head=12, n_embd=768, n_positions=1024),
+    "124M": Preset(n_layer=12, n_head=12, n_embd=768, n_positions=1024),      # gpt2
+    "355M": Preset(n_layer=24, n_head=16, n_embd=1024, n_positions=1024),     # gpt2-medium
+    "774M": Preset(n_layer=36, n_head=20, n_embd=1280, n_positions=1024),     # gpt2-large
+    "1558M": Preset(n_layer=48, n_head=25, n_embd=1600, n_positions=1024),    # gpt2-xl
 }
 
 

@@ -424,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("random-checkpoint", help="write a GPT-2 checkpoint with seeded random weights")
     p.add_argument("outdir")
-    p.add_argument("--preset", choices=["tiny", "124M"], default="tiny")
+    p.add_argument("--preset", choices=["tiny", "124M", "355M", "774M", "1558M"], default="tiny",
+                   help="the shape: tiny, or gpt2's (124M), gpt2-medium's (355M), gpt2-large's (774M), gpt2-xl's (1558M)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--transformer-prefix", action="store_true",
                    help="name tensors transformer.h.0... as newer Hugging Face exports do")
