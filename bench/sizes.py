@@ -26,15 +26,8 @@ import psycopg
 import gpt2sql
 from bench import PROMPT64, PeakPrivateMemory, best_of, fake_cache
 from gpt2sql.loader.checkpoint import write_random_checkpoint
-from gpt2sql.loader.load import load_checkpoint
+from gpt2sql.loader.load import load_checkpoint, model_bytes
 from numpy_gpt2 import GPT2, Cache
-
-
-def disk(conn, schema: str) -> int:
-    """Bytes of the schema's tables, their TOAST and indexes."""
-    return conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c "
-                        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
-                        (schema,)).fetchone()[0]
 
 
 def measure(conn, size: str, kernel: str, keep: bool) -> None:
@@ -49,7 +42,7 @@ def measure(conn, size: str, kernel: str, keep: bool) -> None:
         reference = GPT2(ckpt)
     print(f"## {size} ({res.n_params:,} parameters), {kernel} kernel")
     print(f"  checkpoint written {written:.1f} s ({ckpt_bytes / 2**30:.2f} GiB); load {res.seconds:.1f} s "
-          f"(this process's peak memory so far {loader_peak:,.0f} MB); disk {disk(conn, name) / 2**30:.2f} GiB")
+          f"(this process's peak memory so far {loader_peak:,.0f} MB); disk {model_bytes(conn, name) / 2**30:.2f} GiB")
     conn.execute(f"SELECT count(*) FROM {name}.next_token_logits(ARRAY[1])")          # plans and caches warm
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     print(f"  {'work':34s} {'NumPy':>9s} {'gpt2sql':>9s} {'ratio':>7s}")

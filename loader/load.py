@@ -9,6 +9,7 @@ name is replaced only at the very end, and only with ``replace=True``.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import struct
 import time
@@ -283,6 +284,7 @@ class LoadResult:
     replaced: bool
     kernel: str = "sql"
     note: str | None = None   # why auto chose the sql kernel, if it did
+    hint: str | None = None   # what would make it faster on this server (cache_hint)
 
 
 def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = None, *,
@@ -349,10 +351,34 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
         raise LoadError(f"loading {name!r} failed, nothing was changed: {exc}") from exc
     finally:
         bar.close()
+    hint = cache_hint(conn, name)
     if on_committed is not None:
-        on_committed(LoadResult(name, total, time.perf_counter() - t0, exists, kernel, note))
+        on_committed(LoadResult(name, total, time.perf_counter() - t0, exists, kernel, note, hint))
     _vacuum(conn, name)
-    return LoadResult(name, total, time.perf_counter() - t0, exists, kernel, note)
+    return LoadResult(name, total, time.perf_counter() - t0, exists, kernel, note, hint)
+
+
+def model_bytes(conn: psycopg.Connection, name: str) -> int:
+    """Bytes the model's schema takes on disk: its tables, their TOAST and indexes."""
+    return int(conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c"
+        " WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'", (name,)).fetchone()[0])
+
+
+def cache_hint(conn: psycopg.Connection, name: str) -> str | None:
+    """A hint when the model takes more than shared_buffers: each token then reads its weights
+    through the operating system's cache, 2-2.5x slower for gpt2-medium and gpt2-large than with
+    them in PostgreSQL's own (docs/performance.md, "Every GPT-2 size")."""
+    size = model_bytes(conn, name)
+    buffers = conn.execute("SELECT pg_size_bytes(current_setting('shared_buffers'))").fetchone()[0]
+    if size <= buffers:
+        return None
+    want = math.ceil(size / 2**30 + 0.5)
+    gb = lambda b: f"{b / 2**30:.1f} GB" if b >= 2**30 else f"{b / 2**20:.0f} MB"
+    return (f"model {name} takes {gb(size)}, more than shared_buffers ({gb(buffers)}): each "
+            f"token reads its weights through the operating system's cache, about 2x slower. Raise shared_buffers to "
+            f"{want}GB or more (ALTER SYSTEM SET shared_buffers = '{want}GB', then restart the server; "
+            f"docs/deployment.md)")
 
 
 def _set_search_path(cur: psycopg.Cursor, schema: str, ext_schema: str | None) -> None:
@@ -454,11 +480,10 @@ def list_models(conn: psycopg.Connection) -> list[dict]:
     for (schema,) in rows:
         r = conn.execute(sql.SQL(
             "SELECT n_layer, n_head, n_embd, n_positions, n_params, loaded_at, source,"
-            " coalesce(to_jsonb(c) ->> 'kernel', 'sql'),"  # models loaded before kernels existed
-            "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relnamespace = {}::regnamespace)"
-            " FROM {}.config AS c").format(sql.Literal(schema), sql.Identifier(schema))).fetchone()
+            " coalesce(to_jsonb(c) ->> 'kernel', 'sql')"  # models loaded before kernels existed
+            " FROM {}.config AS c").format(sql.Identifier(schema))).fetchone()
         out.append(dict(name=schema, n_layer=r[0], n_head=r[1], n_embd=r[2], n_positions=r[3],
-                        n_params=r[4], loaded_at=r[5], source=r[6], kernel=r[7], bytes=int(r[8] or 0),
+                        n_params=r[4], loaded_at=r[5], source=r[6], kernel=r[7], bytes=model_bytes(conn, schema),
                         needs_upgrade=needs_upgrade(conn, schema)))
     return out
 

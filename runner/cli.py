@@ -48,6 +48,8 @@ def cmd_load(args) -> int:
         verb = "replaced" if res.replaced else "loaded"
         print(f"{verb} model {res.name}: {res.n_params:,} parameters in {res.seconds:.1f} s, {res.kernel} kernel",
               flush=True)
+        if res.hint:
+            print(f"gpt2sql: {res.hint}", file=sys.stderr)
         print("gpt2sql: vacuuming its tables (interrupting this is harmless: the model is committed)",
               file=sys.stderr, flush=True)
 
