@@ -28,6 +28,8 @@ NOT_RUN = {   # (file, the block's first line) -> why it is not run here
     ("README.md", "# run: install, start an embedded PostgreSQL, load the small trained demo GPT-2, generate"):
         "the two commands: CI runs the test command (.ci/run) and this test starts with gpt2sql demo",
     ("docs/database.md", "import sqlalchemy as sa"): "run by tests/test_sqlalchemy.py against its own database URL",
+    ("docs/deployment.md", "gpt2sql psql -c \"ALTER SYSTEM SET shared_buffers = '8GB'\""):
+        "would change the shared test server's memory; tests/test_embedded_settings.py does the same on its own server",
     ("docs/deployment.md", "docker compose up -d"):
         "needs Docker and images from a registry; tests/test_compose.py checks docker-compose.yml",
     ("docs/deployment.md", "# on the standby's machine, as the PostgreSQL OS user (the primary needs no change beyond a"):
