@@ -238,13 +238,12 @@ BEGIN
             sample := hyp.rank;
             which := CASE WHEN n = 1 THEN '' ELSE format(' of prompt %s', prompt_index) END
                      || CASE WHEN num_return_sequences = 1 THEN '' ELSE format(', hypothesis %s', sample) END;
-            pending := ARRAY[''::bytea];
+            out := ROW(NULL, ''::bytea, NULL)::token_text;           -- nothing pending before its first token
             FOR i IN 1 .. cardinality(hyp.tokens) LOOP
                 step := i;
                 token := hyp.tokens[i];
-                out := next_piece(token, pending[1], '', NULL, i = cardinality(hyp.tokens), false);
+                out := next_piece(token, out.pending, '', NULL, i = cardinality(hyp.tokens), false);
                 piece := out.piece;
-                pending[1] := out.pending;
                 finish := CASE WHEN i = cardinality(hyp.tokens) THEN hyp.finish END;
                 PERFORM notify_token(prompt_index, sample, i, max_new_tokens, token, piece, finish, which);
                 RETURN NEXT;
