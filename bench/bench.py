@@ -305,10 +305,24 @@ def batch_figures(conn, m: str) -> None:
         print(f"perplexity of a {n:3d}-token text             {t:8.2f} s   ({t / n:.3f} s per token)")
 
 
+def side_by_side(numpy_fn, sql_fn, runs: int) -> tuple[float, float]:
+    """Each side's best time over runs, the two alternating run by run (this machine's speed drifts
+    by 10-30% over minutes, so only runs made side by side compare)."""
+    times = [(best_of(numpy_fn, 1), best_of(sql_fn, 1)) for _ in range(runs)]
+    return min(t for t, _ in times), min(t for _, t in times)
+
+
+def one_new_token(conn, m: str, reference: GPT2, ctx: int):
+    """(NumPy's, gpt2sql's) work for one new token at context ctx: its position after ctx - 1 cached
+    ones of constant keys and values (GPT2.filled_cache, fake_cache)."""
+    base = reference.filled_cache(ctx - 1)
+    q = f"SELECT cardinality(({m}.forward_batch(ARRAY[42], ARRAY[1], {fake_cache(conn, m, ctx - 1)})).logits)"
+    return (lambda: reference.forward([[42]], [Cache(list(base.k), list(base.v))]),
+            lambda: conn.execute(q).fetchone())
+
+
 def numpy_figures(conn, m: str, reference: GPT2, quick: bool) -> None:
-    """The same work in NumPy float32 and in gpt2sql, alternating run by run (this machine's speed
-    drifts by 10-30% over minutes), each side's best, and their ratio. One new token reads a cache
-    of constant keys and values on both sides (fake_cache, GPT2.filled_cache)."""
+    """The same work in NumPy float32 and in gpt2sql (side_by_side), and their ratio."""
     logits = np.array([r[0] for r in conn.execute(f"SELECT logit FROM {m}.next_token_logits(%s) ORDER BY token",
                                                   (PROMPT7,))])
     same = float(np.abs(logits - reference.forward([PROMPT7], [Cache()])[0]).max())
@@ -316,12 +330,8 @@ def numpy_figures(conn, m: str, reference: GPT2, quick: bool) -> None:
           f"on {os.cpu_count()} cores (its BLAS's own threads)")
     cases = []
     for ctx in (16, 256) if quick else (16, 256, 1024):
-        base = reference.filled_cache(ctx - 1)
-        q = f"SELECT cardinality(({m}.forward_batch(ARRAY[42], ARRAY[1], {fake_cache(conn, m, ctx - 1)})).logits)"
-        cases.append((f"one new token, context {ctx}",
-                      lambda base=base: reference.forward([[42]], [Cache(list(base.k), list(base.v))]),
-                      lambda q=q: conn.execute(q).fetchone(), 3 if ctx < 1024 else 2,
-                      {16: 1.2, 1024: 2}.get(ctx)))
+        cases.append((f"one new token, context {ctx}", *one_new_token(conn, m, reference, ctx),
+                      3 if ctx < 1024 else 2, {16: 1.2, 1024: 2}.get(ctx)))
     for n in (7,) if quick else (7, 64):
         toks = PROMPT7 if n == 7 else PROMPT64
         cases.append((f"{n}-token prefill (logits of its last position)",
@@ -344,8 +354,7 @@ def numpy_figures(conn, m: str, reference: GPT2, quick: bool) -> None:
     print(f"  {'work (124M shape)':48s} {'NumPy':>9s} {'gpt2sql':>9s} {'ratio':>7s}  goal")
     for label, numpy_fn, sql_fn, runs, goal in cases:
         numpy_fn()                                                      # warm: first calls allocate
-        times = [(best_of(numpy_fn, 1), best_of(sql_fn, 1)) for _ in range(runs)]
-        a, b = min(t for t, _ in times), min(t for _, t in times)
+        a, b = side_by_side(numpy_fn, sql_fn, runs)
         print(f"  {label:48s} {a:8.3f}s {b:8.3f}s {b / a:6.1f}x  {f'<= {goal}x' if goal else ''}")
 
 

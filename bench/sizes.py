@@ -24,7 +24,7 @@ import numpy as np
 import psycopg
 
 import gpt2sql
-from bench import PROMPT64, PeakPrivateMemory, best_of, fake_cache
+from bench import PROMPT64, PeakPrivateMemory, one_new_token, side_by_side
 from gpt2sql.loader.checkpoint import write_random_checkpoint
 from gpt2sql.loader.load import load_checkpoint, model_bytes
 from numpy_gpt2 import GPT2, Cache
@@ -47,20 +47,14 @@ def measure(conn, size: str, kernel: str, keep: bool) -> None:
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     print(f"  {'work':34s} {'NumPy':>9s} {'gpt2sql':>9s} {'ratio':>7s}")
     for ctx in (16, 256):
-        base = reference.filled_cache(ctx - 1)
-        q = f"SELECT cardinality(({name}.forward_batch(ARRAY[42], ARRAY[1], {fake_cache(conn, name, ctx - 1)})).logits)"
         peak = PeakPrivateMemory(pid)
         with peak:
-            times = [(best_of(lambda: reference.forward([[42]], [Cache(list(base.k), list(base.v))]), 1),
-                      best_of(lambda: conn.execute(q).fetchone(), 1)) for _ in range(3)]
-        a, b = min(t for t, _ in times), min(t for _, t in times)
+            a, b = side_by_side(*one_new_token(conn, name, reference, ctx), runs=3)
         print(f"  {f'one new token, context {ctx}':34s} {a:8.3f}s {b:8.3f}s {b / a:6.1f}x  (backend peak {peak})")
     q = f"SELECT count(*) FROM {name}.next_token_logits(%s)"
-    times = [(best_of(lambda: reference.forward([PROMPT64], [Cache()]), 1),
-              best_of(lambda: conn.execute(q, (PROMPT64,)).fetchone(), 1)) for _ in range(2)]
-    a, b = min(t for t, _ in times), min(t for _, t in times)
+    a, b = side_by_side(lambda: reference.forward([PROMPT64], [Cache()]),
+                        lambda: conn.execute(q, (PROMPT64,)).fetchone(), runs=2)
     print(f"  {'64-token prefill':34s} {a:8.3f}s {b:8.3f}s {b / a:6.1f}x", flush=True)
-    del reference
     if not keep:
         conn.execute(f"DROP SCHEMA {name} CASCADE")
 
