@@ -13,8 +13,8 @@
 
 -- [T * n_pieces] the rows of x [T][n] cut into pgvector vectors of `width` floats, row after row:
 -- piece c of row t (from 0) is element t * n / width + c + 1. The products cut their input by
--- config.chunk, attention (22_attention.sql) by head. x is read out into one flat array once (a
--- 2-D array cannot be cast to a vector) and every piece is a slice of it, cast.
+-- config.chunk; attention and kv_append (22_attention.sql) take whole rows. x is read out into one
+-- flat array once (a 2-D array cannot be cast to a vector) and every piece is a slice of it, cast.
 CREATE FUNCTION row_vectors(x float8[], width int)
 RETURNS vector[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -26,18 +26,17 @@ BEGIN ATOMIC
       FROM (SELECT ARRAY(SELECT unnest(x)) AS flat) AS f;     -- [T * n] x's values in storage order
 END;
 
--- [T * n_pieces] vectors v[t] (from 1) each cut into pieces of `width` floats, in order, from its
--- float `first` on, len floats of it (NULL: to its end): the output rows of one product as the
--- input of the next, or qkv's queries, keys or values per head, cut by pgvector's subvector
--- without going through a float8 array
-CREATE FUNCTION vector_pieces(v vector[], width int, first int DEFAULT 1, len int DEFAULT NULL)
+-- [T * n_pieces] vectors v[t] (from 1) each cut into pieces of `width` floats, in order: the output
+-- rows of one product as the input of the next, cut by pgvector's subvector without going through a
+-- float8 array
+CREATE FUNCTION vector_pieces(v vector[], width int)
 RETURNS vector[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 BEGIN ATOMIC
-    SELECT ARRAY(SELECT subvector(u.v, first + c * width, width)
+    SELECT ARRAY(SELECT subvector(u.v, 1 + c * width, width)
                    FROM unnest(v) WITH ORDINALITY AS u(v, t)
-                  CROSS JOIN LATERAL generate_series(0, coalesce(len, vector_dims(u.v) - first + 1) / width - 1) AS c
+                  CROSS JOIN LATERAL generate_series(0, vector_dims(u.v) / width - 1) AS c
                   ORDER BY u.t, c);
 END;
 

@@ -6,8 +6,9 @@
 -- trace() shows. Loaded after the model's files (the loader's order: kernels/contract.sql).
 
 -- residual + mha(x), and the extended caches, as model/33_attention.sql's mha: qkv comes out of its
--- product as one vector of 3C floats per row, cut into the (row, head) queries, keys and values by
--- subvector once for every sequence; the heads' outputs go into W_proj as vectors.
+-- product as one vector of 3C floats per row, cut once for every sequence by subvector: the (row,
+-- head) queries and keys, and the value rows as floats (the cache keeps values by column,
+-- 22_attention.sql); the heads' outputs go into W_proj as vectors.
 CREATE OR REPLACE FUNCTION mha(x float8[], layer int, lengths int[], past kv[], residual float8[] DEFAULT NULL,
                     OUT y float8[], OUT present kv[])
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -15,31 +16,27 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     pre    text := format('h.%s.attn.', layer);
-    n_head int := (SELECT cf.n_head FROM config AS cf);
     c      int := (SELECT cf.n_embd FROM config AS cf);
-    d      int := c / n_head;
     chunk  int := (SELECT cf.chunk FROM config AS cf);
     n_t    int := array_length(x, 1);
     qkv    vector[];            -- [T] q | k | v of each row, 3C floats
-    q      vector[];            -- [T * n_head] (t, h) queries, D floats each
-    k      vector[];            -- keys
-    v      vector[];            -- values
+    q      vector[];            -- [T][n_head] (t, h) queries, D floats each
+    k      vector[];            -- [T][n_head] (t, h) keys
+    v      real[];              -- [T][C] values
     a      vector[] := '{}';    -- [T] attention output rows, C floats each, sequence after sequence
     s      record;              -- rows s.first_row .. s.last_row are sequence s.seq's
-    lo     int;                 -- its (row, head) pieces in q, k and v: lo .. hi
-    hi     int;
 BEGIN
     qkv := (linear_vectors(row_vectors(x, chunk), n_t, pre || 'c_attn.weight', pre || 'c_attn.bias',
                            as_vectors => true)).yv;
-    q := vector_pieces(qkv, d, 1, c);           -- floats 1 .. C of each row, per head
-    k := vector_pieces(qkv, d, c + 1, c);       -- C+1 .. 2C
-    v := vector_pieces(qkv, d, 2 * c + 1, c);   -- 2C+1 .. 3C
+    q := head_pieces(qkv, 1);                   -- floats 1 .. C of each row, per head
+    k := head_pieces(qkv, c + 1);               -- C+1 .. 2C
+    v := ARRAY(SELECT subvector(r.v, 2 * c + 1, c)::real[] FROM unnest(qkv) WITH ORDINALITY AS r(v, t)
+                ORDER BY r.t);                  -- [T][C] floats 2C+1 .. 3C
     present := past;                                                                 -- a sequence without rows keeps its cache
     FOR s IN SELECT * FROM sequence_rows(lengths) LOOP
-        lo := (s.first_row - 1) * n_head + 1;
-        hi := s.last_row * n_head;
-        present[s.seq] := kv_append(past[s.seq], k => k[lo:hi], v => v[lo:hi]);           -- S = past + n
-        a := a || attention_heads(q[lo:hi], present[s.seq]);                              -- + n rows
+        present[s.seq] := kv_append(past[s.seq], k => k[s.first_row:s.last_row][:],
+                                    v => v[s.first_row:s.last_row][:]);                 -- S = past + n
+        a := a || attention_heads(q[s.first_row:s.last_row][:], present[s.seq]);        -- + n rows
     END LOOP;
     y := (linear_vectors(vector_pieces(a, chunk), n_t, pre || 'c_proj.weight', pre || 'c_proj.bias',
                          residual => residual)).y;                                    -- [T][C]
