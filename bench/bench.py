@@ -138,7 +138,7 @@ def main() -> int:
         conn.execute(f"SELECT count(*) FROM {m}.next_token_logits(ARRAY[1])")  # warm up caches and plans
         if numpy_runs:
             print(f"## {kernel} kernel ({m}) against NumPy float32")
-            numpy_figures(conn, m, reference, args.quick)
+            numpy_figures(conn, m, reference, args.quick, goals=kernel == "vector")
             if args.numpy_only:
                 continue
         if args.trace_only:
@@ -321,8 +321,9 @@ def one_new_token(conn, m: str, reference: GPT2, ctx: int):
             lambda: conn.execute(q).fetchone())
 
 
-def numpy_figures(conn, m: str, reference: GPT2, quick: bool) -> None:
-    """The same work in NumPy float32 and in gpt2sql (side_by_side), and their ratio."""
+def numpy_figures(conn, m: str, reference: GPT2, quick: bool, goals: bool) -> None:
+    """The same work in NumPy float32 and in gpt2sql (side_by_side), and their ratio (and, with goals,
+    the ratio the vector kernel aims at; the sql kernel's aim is not to get slower)."""
     logits = np.array([r[0] for r in conn.execute(f"SELECT logit FROM {m}.next_token_logits(%s) ORDER BY token",
                                                   (PROMPT7,))])
     same = float(np.abs(logits - reference.forward([PROMPT7], [Cache()])[0]).max())
@@ -355,7 +356,7 @@ def numpy_figures(conn, m: str, reference: GPT2, quick: bool) -> None:
     for label, numpy_fn, sql_fn, runs, goal in cases:
         numpy_fn()                                                      # warm: first calls allocate
         a, b = side_by_side(numpy_fn, sql_fn, runs)
-        print(f"  {label:48s} {a:8.3f}s {b:8.3f}s {b / a:6.1f}x  {f'<= {goal}x' if goal else ''}")
+        print(f"  {label:48s} {a:8.3f}s {b:8.3f}s {b / a:6.1f}x  {f'<= {goal}x' if goal and goals else ''}")
 
 
 def speed(conn, dsn: str, m: str, quick: bool) -> None:
