@@ -93,10 +93,11 @@ BEGIN
                s_all - t_new + ((u.i - 1) / n_head + 1)::int AS n
           FROM unnest(q) WITH ORDINALITY AS u(q, i)
     ),
-    scores AS (                 -- (t, h) -> x: q . k / sqrt(D) for keys 1 .. n (the causal mask); m: their max
+    scores AS (                 -- (t, h) -> x: q . k / sqrt(D) for keys 1 .. n (the causal mask);
+                                -- m: their max
         SELECT qs.t, qs.h, qs.n, sc.x, sc.m
           FROM generate_series(0, n_head - 1) AS g(head)
-         CROSS JOIN LATERAL (SELECT cache.k[:][g.head + 1:g.head + 1] AS k OFFSET 0) AS keys  -- [S][1] the head's keys, cut once
+         CROSS JOIN LATERAL (SELECT cache.k[:][g.head + 1:g.head + 1] AS k OFFSET 0) AS keys  -- [S][1], cut once
          CROSS JOIN LATERAL (SELECT * FROM qs WHERE qs.h = g.head OFFSET 0) AS qs            -- its T queries
          CROSS JOIN LATERAL (   -- one scan of the head's first n keys, in order (nothing sorts them)
                SELECT array_agg(u.x) AS x, max(u.x) AS m
@@ -117,7 +118,7 @@ BEGIN
     heads AS (                  -- (t, h) -> out_h: e . v_column / z for each of the head's columns
         SELECT w.t, w.h, o.o
           FROM generate_series(0, n_head - 1) AS g(head)
-         CROSS JOIN LATERAL (SELECT cache.v_columns[g.head * d + 1:g.head * d + d] AS v OFFSET 0) AS c  -- its D columns, cut once
+         CROSS JOIN LATERAL (SELECT cache.v_columns[g.head * d + 1:g.head * d + d] AS v OFFSET 0) AS c  -- [D]
          CROSS JOIN LATERAL (SELECT * FROM weights AS w WHERE w.h = g.head) AS w
          CROSS JOIN LATERAL (   -- one scan of the head's columns, in order
                SELECT array_agg(-(w.e <#> vc.v) / w.z)::vector AS o
