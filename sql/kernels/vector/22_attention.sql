@@ -11,7 +11,8 @@
 --   exp(score - max) become one vector e of S floats, zeros past t (the causal mask). The values are
 --   kept by column: for each (head, dimension), one vector of the S positions' values, so
 --   out_h[d] = (e . column d of head h) / sum(e): D inner products per query and head, rather than
---   one weighted value per (query, head, key). All in float32.
+--   one weighted value per (query, head, key). All in float32. (The softmax is written out here
+--   rather than taken from model/20_arrays.sql's softmax(), which gives one row per key.)
 
 -- The keys and values of one layer for every position seen so far. k is [S][n_head]: k[s][h + 1] =
 -- the key of position s (from 1), head h, as a vector of D floats (new positions are new rows, and a
