@@ -172,6 +172,7 @@ def _argument_types(arguments: str) -> list[str]:
 
 KERNELS = ("auto", "vector", "sql")
 PGVECTOR_MIN = (0, 7, 0)  # vector <#> vector, double precision[]::vector, binary COPY of vector; || (0.7)
+PGVECTOR_MAX_DIM = 16000  # the most floats a pgvector vector holds
 
 
 def _matrix_copy_dtype(name: bytes, width: int, kernel: str) -> np.dtype:
@@ -237,8 +238,10 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
 
 
-def choose_kernel(conn: psycopg.Connection, wanted: str) -> tuple[str, str | None, str | None]:
-    """(kernel, pgvector schema, note) for a load asking for ``wanted`` (auto, vector or sql).
+def choose_kernel(conn: psycopg.Connection, wanted: str,
+                  n_positions: int) -> tuple[str, str | None, str | None]:
+    """(kernel, pgvector schema, note) for a load asking for ``wanted`` (auto, vector or sql) of a
+    model of ``n_positions`` positions.
 
     Must run inside the load's transaction: it may CREATE EXTENSION vector (rolled back with a
     failed load). auto takes vector when the extension is installed or can be created, else sql;
@@ -248,8 +251,14 @@ def choose_kernel(conn: psycopg.Connection, wanted: str) -> tuple[str, str | Non
     if wanted == "sql":
         return "sql", None, None
     problem = None
-    schema = pgvector_schema(conn)
-    if schema is None:
+    schema = None
+    if n_positions > PGVECTOR_MAX_DIM:
+        problem = (f"the model has {n_positions:,} positions, and the vector kernel keeps the KV cache's values "
+                   f"as one pgvector vector per (head, dimension) over the positions, which holds at most "
+                   f"{PGVECTOR_MAX_DIM:,} floats")
+    else:
+        schema = pgvector_schema(conn)
+    if problem is None and schema is None:
         available = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
         if available is None:
             problem = ("this PostgreSQL server does not have the pgvector extension (pg_available_extensions has "
@@ -320,7 +329,7 @@ def load_checkpoint(conn: psycopg.Connection, source: str, name: str | None = No
             cur = conn.cursor()
             if model_exists(conn, staging):  # never a committed one: staging names exist only inside loads
                 raise LoadError(f"schema {staging!r} exists; another load of {name!r} is in progress?")
-            kernel, ext_schema, note = choose_kernel(conn, wanted_kernel)
+            kernel, ext_schema, note = choose_kernel(conn, wanted_kernel, cfg.n_positions)
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(staging)))
             _set_search_path(cur, staging, ext_schema)
             run_sql_file(cur, "tables/00_tables.sql")

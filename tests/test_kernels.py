@@ -114,6 +114,39 @@ def test_a_failed_load_takes_back_the_extension_it_created(server, fresh_db, tin
 
 
 @pytest.mark.parametrize("server", WITH_PGVECTOR)
+def test_a_context_longer_than_a_pgvector_vector_takes_the_sql_kernel(server, fresh_db, tiny_ckpt, tmp_path):
+    """The vector kernel keeps each value column of the KV cache as one vector over the positions,
+    and pgvector's vectors hold at most 16,000 floats: a model of 16,001 positions is refused by
+    --kernel vector before anything is written, and auto loads it with the sql kernel, saying why."""
+    import json
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    long = tmp_path / "long"
+    shutil.copytree(tiny_ckpt, long)
+    config = json.loads((long / "config.json").read_text())
+    config["n_positions"] = config["n_ctx"] = 16001
+    (long / "config.json").write_text(json.dumps(config))
+    tensors = {k: v for k, v in load_file(str(long / "model.safetensors")).items()
+               if not k.endswith(".attn.bias")}                        # the causal-mask buffer: [128, 128]
+    tensors["wpe.weight"] = (0.01 * np.random.default_rng(7).standard_normal((16001, 64))).astype(np.float32)
+    save_file(tensors, str(long / "model.safetensors"))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        before = schemas(conn)
+        with pytest.raises(LoadError, match=r"16,001 positions.*at most 16,000 floats.*--kernel sql"):
+            load_checkpoint(conn, str(long), "v", kernel="vector", progress=False)
+        assert schemas(conn) == before and not has_pgvector(conn)
+        res = load_checkpoint(conn, str(long), "a", progress=False)
+        assert res.kernel == "sql" and "16,001 positions" in res.note
+        logits = [r[0] for r in conn.execute("SELECT logit FROM a.next_token_logits(%s) ORDER BY token",
+                                             (encode("Hello, my name is"),))]
+    cfg, params = ref.load(long)
+    np.testing.assert_allclose(logits, ref.forward(encode("Hello, my name is"), cfg, params)[-1], atol=1e-9)
+
+
+@pytest.mark.parametrize("server", WITH_PGVECTOR)
 def test_a_role_that_cannot_create_pgvector(server, fresh_db, tiny_ckpt):
     """pgvector is available but not installed, and the loading role is no superuser: vector is refused
     saying whom to ask, auto falls back to sql; once a superuser installs it, auto takes vector."""
